@@ -1,0 +1,34 @@
+"""Exception family of hivcomorb.
+
+Every error a user can act on derives from :class:`HivcomorbError`. Messages
+name the file, column and row number involved and the fix, and never a
+patient identifier or a raw patient value beyond the one cell at fault.
+"""
+
+
+class HivcomorbError(Exception):
+    """Base class of every error raised on purpose by hivcomorb."""
+
+
+class ContractError(HivcomorbError):
+    """The data contract or a site's extension of it is invalid."""
+
+
+class ConfigError(HivcomorbError):
+    """A configuration file is missing, unreadable or has an invalid value."""
+
+
+class MappingError(HivcomorbError):
+    """A site mapping file does not fit the extract it is applied to."""
+
+
+class ExtractError(HivcomorbError):
+    """An extract cannot be read, or has no usable rows."""
+
+
+class ModelError(HivcomorbError):
+    """A model cannot be trained, loaded or applied to the data given."""
+
+
+class DataNotFoundError(HivcomorbError):
+    """Input data that a stage needs is not where the configuration says."""
