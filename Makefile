@@ -29,10 +29,13 @@ $(STAMP): requirements.lock pyproject.toml
 	@test -n "$(PYTHON_FOR_VENV)" || { echo "No Python 3.11+ found; install python3.12 and retry." >&2; exit 1; }
 	@echo "Creating $(VENV) with $(PYTHON_FOR_VENV)"
 	test -x $(BIN)/python || $(PYTHON_FOR_VENV) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)" \
-		&& $(BIN)/uv pip install --python $(BIN)/python --quiet -r requirements.lock \
-		|| $(BIN)/python -m pip install --quiet -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	if $(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"; then \
+		$(BIN)/uv pip install --python $(BIN)/python --quiet -r requirements.lock \
+		&& $(BIN)/uv pip install --python $(BIN)/python --quiet --no-deps -e . ; \
+	else \
+		$(BIN)/python -m pip install --quiet -r requirements.lock \
+		&& $(BIN)/python -m pip install --quiet --no-deps -e . ; \
+	fi
 	rm -f $(VENV)/.installed-*
 	touch $@
 
