@@ -117,3 +117,17 @@ def register_cli(subparsers: Any) -> None:
     parser.add_argument("--pipeline", default="full", help="pipeline file in pipelines/ (default: full)")
     parser.add_argument("--quick", action="store_true", help="XGBoost only, fewer resamples (pipelines/quick.yaml)")
     parser.set_defaults(func=_command)
+
+
+def run_single_stage(ctx: RunContext, stage: str) -> int:
+    """Run one stage on its own (``hivcomorb train`` and the like) as a top-level MLflow run."""
+    from hivcomorb import tracking
+
+    tracking.configure()
+    experiment = str(ctx.config.get("tracking", {}).get("experiment", "hivcomorb"))
+    import mlflow
+
+    mlflow.set_experiment(experiment_id=tracking.ensure_experiment(experiment))
+    ctx.run_ids = load_run_ids(ctx)
+    run_stage(ctx, stage)
+    return 0
