@@ -1,0 +1,56 @@
+"""Tests of dataset configuration loading."""
+
+from __future__ import annotations
+
+import pytest
+
+from hivcomorb.config import deep_merge, load_config, nested_get
+from hivcomorb.errors import ConfigError
+
+
+def test_deep_merge_nested_values():
+    merged = deep_merge({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 10}})
+    assert merged == {"a": {"b": 10, "c": 2}, "d": 3}
+
+
+def test_deep_merge_leaves_inputs_unchanged():
+    base = {"a": {"b": 1}}
+    deep_merge(base, {"a": {"b": 2}})
+    assert base == {"a": {"b": 1}}
+
+
+def test_load_config_demo_has_seed_and_defaults():
+    config = load_config("demo")
+    assert config["dataset"] == "demo"
+    assert isinstance(config["seed"], int)
+    assert config["disclosure"]["min_group_size"] == 10
+
+
+def test_load_config_overrides_win():
+    config = load_config("demo", {"seed": 5, "disclosure": {"min_group_size": 20}})
+    assert config["seed"] == 5
+    assert config["disclosure"]["min_group_size"] == 20
+
+
+def test_load_config_unknown_dataset_lists_known():
+    with pytest.raises(ConfigError, match=r"no configuration for dataset 'nowhere'.*known datasets: \[.*'demo'"):
+        load_config("nowhere")
+
+
+def test_load_config_without_seed_raises(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text("dataset: site\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="has no 'seed'"):
+        load_config(path)
+
+
+def test_load_config_invalid_yaml_names_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("seed: [1, 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="broken.yaml is not valid YAML"):
+        load_config(path)
+
+
+def test_nested_get_missing_returns_default():
+    assert nested_get({"a": {"b": 1}}, "a.b") == 1
+    assert nested_get({"a": {"b": 1}}, "a.c", "none") == "none"
