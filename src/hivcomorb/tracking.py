@@ -71,7 +71,8 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             text = str(value)
             if len(text) > _MAX_PARAM_LENGTH:
-                text = text[: _MAX_PARAM_LENGTH - 12] + "...(cut)"
+                marker = "...(cut)"
+                text = text[: _MAX_PARAM_LENGTH - len(marker)] + marker
             flat[name] = text
     return flat
 
