@@ -59,7 +59,14 @@ class ModelBundle:
         return self.predict_proba_matrix(self.features(frame, contract))
 
     def save(self, path: str | Path) -> Path:
-        """Write the bundle with joblib, atomically."""
+        """Write the bundle with joblib, atomically, set to predict on the CPU.
+
+        A model trained on a GPU keeps its trees, but its ``device`` parameter
+        is reset to ``cpu`` so that it loads and scores on machines without one.
+        ``self.device`` still records where it was trained.
+        """
+        for estimator in self.estimators.values():
+            _move_to_cpu(estimator)
         with atomic_path(path) as tmp:
             joblib.dump(self, tmp)
         return Path(path)
@@ -74,3 +81,13 @@ class ModelBundle:
         if not isinstance(bundle, ModelBundle):
             raise ModelError(f"{path} does not contain a hivcomorb ModelBundle")
         return bundle
+
+
+def _move_to_cpu(estimator: Any) -> None:
+    """Set every ``device`` parameter of an estimator (or pipeline step) to ``cpu``."""
+    get_params = getattr(estimator, "get_params", None)
+    if get_params is None:
+        return
+    changes = {key: "cpu" for key, value in get_params(deep=True).items() if key.split("__")[-1] == "device" and value not in (None, "cpu")}
+    if changes:
+        estimator.set_params(**changes)
