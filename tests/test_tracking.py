@@ -44,3 +44,7 @@ def test_ensure_experiment_reuses_existing(mlflow_store):
 def test_default_tracking_uri_is_sqlite_in_project(tmp_path):
     uri = tracking.default_tracking_uri(tmp_path)
     assert uri == f"sqlite:///{(tmp_path / 'mlflow' / 'mlflow.db').as_posix()}"
+
+
+def test_flatten_cleans_invalid_key_characters():
+    assert tracking.flatten({"unit_aliases": {"x10^9/L": "10^9/L"}}) == {"unit_aliases.x10_9/L": "10^9/L"}

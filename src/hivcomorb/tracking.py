@@ -65,7 +65,7 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Flatten a nested mapping into ``a.b.c`` keys with string values."""
     flat: dict[str, str] = {}
     for key, value in config.items():
-        name = f"{prefix}{key}"
+        name = _metric_name(f"{prefix}{key}")
         if isinstance(value, Mapping):
             flat.update(flatten(value, prefix=f"{name}."))
         else:
@@ -112,7 +112,7 @@ def log_metrics(metrics: Mapping[str, Any], prefix: str = "") -> None:
 
 
 def _metric_name(path: str) -> str:
-    # MLflow metric names allow letters, digits, and _ - . / and space.
+    # MLflow parameter and metric names allow letters, digits, and _ - . / and space.
     return "".join(ch if ch.isalnum() or ch in "_-./ " else "_" for ch in path)
 
 
