@@ -1,0 +1,274 @@
+"""Reading extracts from CSV, Parquet and Excel files into polars.
+
+CSV files are read with every column as text so that nothing is converted
+before parsing. The encoding (UTF-8 with or without a byte order mark,
+Windows-1252 or Latin-1) and the delimiter (comma, semicolon, tab or pipe)
+are detected and logged unless given. Quoted fields may contain delimiters
+and line breaks, and CRLF line ends are accepted.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from hivcomorb.errors import ExtractError
+
+logger = logging.getLogger(__name__)
+
+CSV_SUFFIXES = {".csv", ".tsv", ".txt", ".tab"}
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls"}
+DELIMITERS = (",", ";", "\t", "|")
+_SAMPLE_BYTES = 1 << 16
+_CHECK_CHUNK_BYTES = 1 << 22
+_UTF8_BOM = codecs.BOM_UTF8
+# Bytes 0x81, 0x8D, 0x8F, 0x90 and 0x9D have no character in Windows-1252, so
+# a file containing them is read as Latin-1, which maps every byte.
+_CP1252_UNDEFINED_BYTES = (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")
+
+
+@dataclass(frozen=True)
+class ReadInfo:
+    """Reading details of an extract: format, and for text files the encoding and delimiter."""
+
+    path: str
+    format: str
+    encoding: str | None = None
+    delimiter: str | None = None
+    sheet: str | None = None
+    detected: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the fields as plain data for ``ingest.json``."""
+        data = asdict(self)
+        data["detected"] = list(self.detected)
+        return data
+
+
+def read_extract(
+    path: str | Path,
+    *,
+    sheet: str | None = None,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+) -> pl.DataFrame:
+    """Read an extract file into a polars DataFrame.
+
+    Parameters
+    ----------
+    path : str or Path
+        A CSV (``.csv``, ``.tsv``, ``.txt``), Parquet or Excel (``.xlsx``) file.
+    sheet : str, optional
+        Excel sheet name; the first sheet by default.
+    encoding : str, optional
+        Text encoding of a CSV file (any Python codec name); detected when omitted.
+    delimiter : str, optional
+        Field delimiter of a CSV file (``\\t`` or ``tab`` for a tab); detected when omitted.
+
+    Returns
+    -------
+    polars.DataFrame
+        CSV and Excel columns as strings; Parquet columns keep their types.
+
+    Raises
+    ------
+    ExtractError
+        If the file is missing, empty, unreadable or of an unknown format.
+    """
+    frame, _ = read_extract_with_info(path, sheet=sheet, encoding=encoding, delimiter=delimiter)
+    return frame
+
+
+def read_extract_with_info(
+    path: str | Path,
+    *,
+    sheet: str | None = None,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+) -> tuple[pl.DataFrame, ReadInfo]:
+    """Read an extract like :func:`read_extract` and also return how it was read."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExtractError(f"extract file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ExtractError(f"extract file {path} is empty (0 bytes); export the extract again")
+    suffix = path.suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        frame, info = _read_parquet(path)
+    elif suffix in EXCEL_SUFFIXES:
+        frame, info = _read_excel(path, sheet)
+    elif suffix in CSV_SUFFIXES or not suffix:
+        frame, info = _read_csv(path, encoding, delimiter)
+    else:
+        raise ExtractError(
+            f"extract file {path} has an unknown format {suffix!r}; use CSV (.csv, .tsv, .txt), Parquet (.parquet) or Excel (.xlsx)"
+        )
+    _check_header(frame, path)
+    logger.info(
+        "Read %s: %s, %d rows, %d columns%s",
+        path.name,
+        info.format,
+        frame.height,
+        frame.width,
+        _describe_detection(info),
+    )
+    return frame, info
+
+
+def _describe_detection(info: ReadInfo) -> str:
+    parts = []
+    if info.encoding:
+        parts.append(f"encoding {info.encoding} ({'detected' if 'encoding' in info.detected else 'given'})")
+    if info.delimiter:
+        shown = "tab" if info.delimiter == "\t" else repr(info.delimiter)
+        parts.append(f"delimiter {shown} ({'detected' if 'delimiter' in info.detected else 'given'})")
+    if info.sheet:
+        parts.append(f"sheet {info.sheet!r}")
+    return ", " + ", ".join(parts) if parts else ""
+
+
+def _check_header(frame: pl.DataFrame, path: Path) -> None:
+    blank = [i + 1 for i, name in enumerate(frame.columns) if not str(name).strip()]
+    if blank:
+        raise ExtractError(f"extract file {path} has header cells without a name at positions {blank}; name every column")
+
+
+def _read_parquet(path: Path) -> tuple[pl.DataFrame, ReadInfo]:
+    try:
+        frame = pl.read_parquet(path)
+    except (OSError, pl.exceptions.ComputeError) as exc:
+        raise ExtractError(f"extract file {path} could not be read as Parquet: {exc}") from exc
+    if frame.width == 0:
+        raise ExtractError(f"extract file {path} has no columns")
+    return frame, ReadInfo(path=str(path), format="parquet")
+
+
+def _read_excel(path: Path, sheet: str | None) -> tuple[pl.DataFrame, ReadInfo]:
+    try:
+        if sheet is None:
+            frame = pl.read_excel(path, sheet_id=1, infer_schema_length=0)
+        else:
+            frame = pl.read_excel(path, sheet_name=sheet, infer_schema_length=0)
+    except ValueError as exc:
+        raise ExtractError(f"extract file {path}: sheet {sheet!r} could not be read: {exc}") from exc
+    except Exception as exc:  # fastexcel raises its own exception types for damaged workbooks
+        if sheet is not None and "not found" in str(exc).lower():
+            raise ExtractError(f"extract file {path} has no sheet {sheet!r}; pass an existing name with --sheet") from exc
+        raise ExtractError(f"extract file {path} could not be read as Excel: {exc}") from exc
+    if frame.width == 0:
+        raise ExtractError(f"extract file {path}: the sheet {sheet or '(first)'} is empty")
+    frame = frame.with_columns(pl.all().cast(pl.String))
+    return frame, ReadInfo(path=str(path), format="excel", sheet=sheet or "(first sheet)")
+
+
+def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> tuple[pl.DataFrame, ReadInfo]:
+    detected: list[str] = []
+    if encoding is None:
+        encoding = detect_encoding(path)
+        detected.append("encoding")
+    else:
+        try:
+            codecs.lookup(encoding)
+        except LookupError as exc:
+            raise ExtractError(f"encoding {encoding!r} given for {path} is not a known codec; try utf-8, cp1252 or latin-1") from exc
+
+    is_utf8 = codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+    if is_utf8:
+        source: Any = path
+        sample = _read_sample(path).decode("utf-8", errors="replace")
+    else:
+        try:
+            text = path.read_bytes().decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise ExtractError(f"extract file {path} is not valid {encoding} at byte {exc.start}; give the right --encoding") from exc
+        source = io.BytesIO(text.encode("utf-8"))
+        sample = text[:_SAMPLE_BYTES]
+    sample = sample.lstrip("\ufeff")
+    if not sample.strip():
+        raise ExtractError(f"extract file {path} is empty (no header line); export the extract again")
+
+    if delimiter is None:
+        delimiter = detect_delimiter(sample)
+        detected.append("delimiter")
+    elif delimiter.lower() in ("tab", "\\t"):
+        delimiter = "\t"
+    if len(delimiter) != 1:
+        raise ExtractError(f"delimiter {delimiter!r} must be one character (or 'tab')")
+
+    try:
+        frame = pl.read_csv(
+            source,
+            separator=delimiter,
+            infer_schema=False,
+            quote_char='"',
+            truncate_ragged_lines=False,
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise ExtractError(
+            f"extract file {path} could not be read as CSV with delimiter {delimiter!r} and encoding {encoding}: {exc}; "
+            "check the file or pass --delimiter and --encoding"
+        ) from exc
+    return frame, ReadInfo(path=str(path), format="csv", encoding=encoding, delimiter=delimiter, detected=tuple(detected))
+
+
+def _read_sample(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(_SAMPLE_BYTES)
+
+
+def detect_encoding(path: str | Path) -> str:
+    """Return the encoding of a text file: ``utf-8-sig``, ``utf-8``, ``cp1252`` or ``latin-1``.
+
+    The whole file is checked as UTF-8 in chunks without keeping it in
+    memory. A file that is not valid UTF-8 is read as Windows-1252 unless it
+    contains a byte that Windows-1252 leaves undefined; then it is Latin-1.
+    """
+    path = Path(path)
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with open(path, "rb") as handle:
+            has_bom = handle.read(len(_UTF8_BOM)) == _UTF8_BOM
+            handle.seek(0)
+            for chunk in iter(lambda: handle.read(_CHECK_CHUNK_BYTES), b""):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        data = path.read_bytes()
+        return "latin-1" if any(byte in data for byte in _CP1252_UNDEFINED_BYTES) else "cp1252"
+    return "utf-8-sig" if has_bom else "utf-8"
+
+
+def detect_delimiter(sample: str) -> str:
+    """Return the delimiter among comma, semicolon, tab and pipe that splits ``sample`` most consistently.
+
+    Each candidate parses the complete records of the sample (quotes
+    respected). The winner gives every record the same field count, and the
+    most fields; a comma is returned when no candidate splits the header.
+    """
+    lines = sample.splitlines(keepends=True)
+    if len(lines) > 1 and not sample.endswith(("\n", "\r")):
+        lines = lines[:-1]
+    text = "".join(lines)
+    best: tuple[int, int, str] | None = None
+    for candidate in DELIMITERS:
+        try:
+            records = [r for r in csv.reader(io.StringIO(text, newline=""), delimiter=candidate) if r]
+        except csv.Error:
+            continue
+        records = records[:200]
+        if not records or len(records[0]) < 2:
+            continue
+        width = len(records[0])
+        consistent = sum(1 for r in records if len(r) == width)
+        score = (consistent, width, candidate)
+        if best is None or score[:2] > best[:2]:
+            best = score
+    return best[2] if best else ","

@@ -1,0 +1,181 @@
+"""The ingest stage: outputs, MLflow tracking, caching, atomic failure, report section and command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import mlflow
+import pandas as pd
+import pytest
+
+from hivcomorb.cli import configure_logging
+from hivcomorb.config import load_config
+from hivcomorb.context import RunContext
+from hivcomorb.errors import ExtractError
+from hivcomorb.ingest import register_cli, report_section
+from hivcomorb.ingest.stage import OUTPUT_FILES
+from hivcomorb.pipeline import run_single_stage
+
+EXTRACT = (
+    "MRN;Age;Sex;Hb;VL;HTN\r\n"
+    "p1;45;M;13,5 g/dL;<20;Y\r\n"
+    "p2;52;F;14.1;TND;N\r\n"
+    "p3;17;F;12.0;40;\r\n"
+    "p4;61;X;11.0;50;yes\r\n"
+    "p4;63;M;15.0;60;no\r\n"
+)
+MAPPING = (
+    "name: test_site\nid_column: MRN\n"
+    "columns: {Age: age, Sex: gender, Hb: {to: haemoglobin, unit: g/dL}, VL: viral_load, HTN: hypertension}\n"
+    "recodes: {gender: {M: male, F: female}}\n"
+)
+
+
+@pytest.fixture(scope="module")
+def module_store(tmp_path_factory):
+    """One MLflow SQLite store for the module: creating a store takes seconds, so tests share it."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{(folder / 'mlflow.db').as_posix()}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        patch.setenv("MLFLOW_ARTIFACTS_DESTINATION", (folder / "artifacts").as_uri())
+        patch.chdir(folder)
+        mlflow.set_tracking_uri(uri)
+        yield uri
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
+def main(argv):
+    """Run ``hivcomorb ingest ...`` as the command line does, without importing every stage's command."""
+    parser = argparse.ArgumentParser(prog="hivcomorb")
+    register_cli(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    configure_logging("INFO")
+    return args.func(args)
+
+
+def write_site_files(folder):
+    extract = folder / "extract.csv"
+    extract.write_bytes(EXTRACT.encode("cp1252"))
+    mapping = folder / "site.yaml"
+    mapping.write_text(MAPPING, encoding="utf-8")
+    return extract, mapping
+
+
+def context_for(folder, extract, mapping=None):
+    overrides = {
+        "paths": {"artifacts": str(folder / "artifacts"), "reports": str(folder / "reports")},
+        "device": "cpu",
+        "source": {"kind": "file", "path": str(extract)},
+        "ingest": {"mapping": str(mapping) if mapping else None},
+    }
+    return RunContext.from_config(load_config("demo", overrides))
+
+
+@pytest.fixture(scope="module")
+def stage_context(module_store, tmp_path_factory):
+    """A context whose ingest stage has run once on the test extract."""
+    folder = tmp_path_factory.mktemp("stage")
+    extract, mapping = write_site_files(folder)
+    ctx = context_for(folder, extract, mapping)
+    run_single_stage(ctx, "ingest")
+    return ctx
+
+
+def test_stage_writes_four_outputs(stage_context):
+    assert sorted(p.name for p in stage_context.stage_dir("ingest").iterdir()) == sorted(OUTPUT_FILES)
+
+
+def test_stage_cohort_and_quarantine_contents(stage_context):
+    out = stage_context.stage_dir("ingest")
+    cohort = pd.read_parquet(out / "cohort.parquet")
+    quarantine = pd.read_csv(out / "quarantine.csv")
+    assert cohort["haemoglobin"].tolist() == pytest.approx([135.0, 141.0])
+    assert quarantine[["source_row", "column", "rule"]].values.tolist() == [
+        [3, "age", "outside_possible_range"],
+        [4, "gender", "unknown_category"],
+        [4, "patient_id", "duplicate_id"],
+        [5, "patient_id", "duplicate_id"],
+    ]
+
+
+def test_stage_summary_json(stage_context):
+    summary = json.loads((stage_context.stage_dir("ingest") / "ingest.json").read_text())
+    assert summary["reconciliation"] == "read 5 = kept 2 + quarantined 3"
+    assert (summary["read"]["encoding"], summary["read"]["delimiter"]) == ("utf-8", ";")
+    assert summary["summary"][0] == "Ingestion read 5 rows from extract.csv: 2 were kept and 3 (60.0%) were quarantined."
+
+
+def test_stage_tracks_hash_and_counts(stage_context):
+    summary = json.loads((stage_context.stage_dir("ingest") / "ingest.json").read_text())
+    run = mlflow.get_run(stage_context.run_ids["ingest"])
+    assert run.data.params["data.content_hash"] == summary["content_hash"]
+    assert run.data.tags["data.content_hash"] == summary["content_hash"]
+    assert run.data.params["ingest.reconciliation"] == "read 5 = kept 2 + quarantined 3"
+    assert run.data.metrics["ingest.rows_quarantined"] == 3.0
+
+
+def test_stage_mlflow_holds_no_patient_id(stage_context):
+    run = mlflow.get_run(stage_context.run_ids["ingest"])
+    text = json.dumps([run.data.params, run.data.tags, run.data.metrics])
+    assert "p1" not in text
+
+
+def test_stage_reuses_unchanged_inputs(stage_context, caplog):
+    with caplog.at_level("INFO", logger="hivcomorb.ingest.stage"):
+        run_single_stage(stage_context, "ingest")
+    assert "reusing the outputs" in caplog.text
+
+
+def test_stage_reruns_after_extract_changes(module_store, tmp_path, caplog):
+    extract, mapping = write_site_files(tmp_path)
+    ctx = context_for(tmp_path, extract, mapping)
+    run_single_stage(ctx, "ingest")
+    extract.write_bytes(EXTRACT.replace("p2;52", "p2;53").encode("cp1252"))
+    with caplog.at_level("INFO", logger="hivcomorb.ingest.stage"):
+        run_single_stage(ctx, "ingest")
+    assert "reusing the outputs" not in caplog.text
+
+
+def test_stage_failure_writes_nothing(module_store, tmp_path):
+    extract = tmp_path / "bad.csv"
+    extract.write_text("patient_id,age\na,3\nb,4\n", encoding="utf-8")
+    ctx = context_for(tmp_path, extract)
+    with pytest.raises(ExtractError, match="no usable rows"):
+        run_single_stage(ctx, "ingest")
+    assert list(ctx.stage_dir("ingest").iterdir()) == []
+
+
+def test_stage_validation_page_has_no_patient_values(stage_context):
+    page = (stage_context.stage_dir("ingest") / "validation.html").read_text()
+    assert "expect_column_values_to_be_between" in page
+    assert "p1" not in page
+
+
+def test_stage_report_section(stage_context):
+    html = report_section(stage_context)
+    assert "read 5 = kept 2 + quarantined 3" in html
+    assert "duplicate_id" in html
+
+
+def test_stage_report_section_before_run(make_context):
+    assert "Ingestion has not run" in report_section(make_context())
+
+
+def test_cli_standalone_ingest(module_store, tmp_path, capsys):
+    extract, mapping = write_site_files(tmp_path)
+    out = tmp_path / "standalone"
+    status = main(["ingest", str(extract), "--mapping", str(mapping), "--out", str(out), "--delimiter", ";", "--encoding", "cp1252"])
+    assert status == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    assert "read 5 = kept 2 + quarantined 3" in capsys.readouterr().out
+
+
+def test_cli_help_documents_mapping_and_outputs(capsys):
+    with pytest.raises(SystemExit):
+        main(["ingest", "--help"])
+    text = capsys.readouterr().out
+    for phrase in ("--mapping FILE", "--sheet NAME", "--encoding ENC", "--delimiter CHAR", "--out DIR", "id_column", "quarantine.csv", "validation.html"):
+        assert phrase in text
