@@ -64,7 +64,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
 
         n_patients = int(source.get("n_patients", (ctx.config.get("synth") or {}).get("n_patients", 2200)))
         cohort = synth.generate(n_patients, ctx.seed, options=ctx.config.get("synth"), contract=ctx.contract)
-        synth.write_cohort(cohort, out_dir / "extract.parquet")
+        synth.write_cohort(cohort, out_dir / "extract.parquet", truth_path=out_dir / "truth.parquet")
         summary["rows"] = len(cohort.extract)
     elif kind == "nhanes":
         from hivcomorb.adapters import nhanes
