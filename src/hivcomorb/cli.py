@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "hivcomorb.probe",
     "hivcomorb.audit",
     "hivcomorb.report",
+    "hivcomorb.registry",
     "hivcomorb.score",
     "hivcomorb.schema",
     "hivcomorb.pipeline",

@@ -1,0 +1,306 @@
+"""The MLflow pyfunc wrapper of a hivcomorb model.
+
+A registered hivcomorb model is an MLflow ``python_function`` model, so it
+loads with :func:`mlflow.pyfunc.load_model`, serves with ``mlflow models
+serve`` and runs on Spark through :func:`mlflow.pyfunc.spark_udf`. Its input is
+a canonical frame (contract column names and canonical units, as ingestion
+writes them). Its output has one probability column ``p_<label>`` per label.
+
+The logged model keeps three artifacts:
+
+``bundle``
+    The :class:`~hivcomorb.bundle.ModelBundle` joblib file saved by training.
+``contract``
+    The data contract the model was trained on, site categories included, as
+    YAML, so the feature encoding does not depend on the scoring machine's
+    checkout.
+``ood_detector`` (optional)
+    An :class:`OutOfDistributionDetector` fitted on the training cohort.
+
+The scorer (:mod:`hivcomorb.score`) reads all three through
+:meth:`HivcomorbModel.bundle`, :meth:`HivcomorbModel.contract` and
+:meth:`HivcomorbModel.ood_detector` after
+``mlflow.pyfunc.load_model(uri).unwrap_python_model()``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import yaml
+
+from hivcomorb.bundle import ModelBundle
+from hivcomorb.contract import Contract, load_contract
+from hivcomorb.errors import ModelError
+from hivcomorb.files import write_text_atomic
+
+logger = logging.getLogger(__name__)
+
+PROBABILITY_PREFIX = "p_"
+
+# Artifact keys of the logged model.
+BUNDLE_ARTIFACT = "bundle"
+CONTRACT_ARTIFACT = "contract"
+OOD_ARTIFACT = "ood_detector"
+
+# Distributions the pickled bundle and detector need when the model is loaded
+# in a fresh environment (``mlflow models serve``, a Spark executor).
+RUNTIME_DISTRIBUTIONS = ("mlflow", "numpy", "pandas", "scikit-learn", "xgboost", "lightgbm", "joblib", "pyyaml")
+
+
+def probability_column(label: str) -> str:
+    """Return the output column of ``label``'s probability, e.g. ``p_diabetes``."""
+    return f"{PROBABILITY_PREFIX}{label}"
+
+
+def contract_to_yaml(contract: Contract) -> str:
+    """Serialise a contract, site adaptations included, in the format of ``data_schema/contract.yaml``."""
+    columns = []
+    for col in contract.columns:
+        entry: dict[str, Any] = {"name": col.name, "role": col.role, "dtype": col.dtype}
+        if col.unit is not None:
+            entry["unit"] = col.unit
+        if col.categories:
+            entry["categories"] = list(col.categories)
+        if col.possible is not None:
+            entry["possible"] = list(col.possible)
+        if col.usual is not None:
+            entry["usual"] = list(col.usual)
+        if col.alt_units:
+            entry["alt_units"] = {
+                unit: {"add": conv.add, "multiply": conv.multiply, "divide": conv.divide, "transform": conv.transform}
+                if conv.transform
+                else {"add": conv.add, "multiply": conv.multiply, "divide": conv.divide}
+                for unit, conv in col.alt_units.items()
+            }
+        if col.detection_limit is not None:
+            entry["detection_limit"] = col.detection_limit
+        if col.note:
+            entry["note"] = col.note
+        columns.append(entry)
+    document = {"version": contract.version, "id_column": contract.id_column, "columns": columns}
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)
+
+
+def write_contract(contract: Contract, path: str | Path) -> Path:
+    """Write :func:`contract_to_yaml` output to ``path`` atomically."""
+    return write_text_atomic(path, contract_to_yaml(contract))
+
+
+def canonical_input(frame: pd.DataFrame, contract: Contract, columns: Sequence[str]) -> pd.DataFrame:
+    """Return ``columns`` of ``frame`` with the types of the model signature.
+
+    Category columns become strings with ``None`` for missing values. Numeric
+    and integer columns become float64 with NaN, because MLflow cannot cast a
+    nullable integer column with missing values to the signature's double.
+    """
+    out = {}
+    for name in columns:
+        col = contract.column(name)
+        series = frame[name]
+        if col.dtype == "category":
+            out[name] = series.astype(object).where(series.notna(), None)
+        else:
+            out[name] = pd.to_numeric(series, errors="raise").astype("float64")
+    return pd.DataFrame(out, index=frame.index)
+
+
+def signature_for(bundle: ModelBundle, contract: Contract):
+    """Return the MLflow signature: the bundle's input columns in, ``p_<label>`` doubles out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    inputs = []
+    for name in bundle.input_columns:
+        kind = "string" if contract.column(name).dtype == "category" else "double"
+        inputs.append(ColSpec(kind, name))
+    outputs = [ColSpec("double", probability_column(label)) for label in bundle.labels]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def synthetic_input_example(bundle: ModelBundle, contract: Contract, n_rows: int = 2) -> pd.DataFrame:
+    """Build an input example from the contract alone, with no patient row in it.
+
+    Numeric columns take evenly spaced values inside the training range, or
+    inside the contract's usual range when the bundle has none. Category
+    columns cycle through the contract's categories.
+    """
+    rows: dict[str, list[Any]] = {}
+    positions = np.linspace(0.25, 0.75, n_rows)
+    for name in bundle.input_columns:
+        col = contract.column(name)
+        if col.dtype == "category":
+            rows[name] = [col.categories[i % len(col.categories)] for i in range(n_rows)]
+            continue
+        low, high = bundle.training_ranges.get(name) or col.usual or col.possible or (0.0, 1.0)
+        values = low + positions * (high - low)
+        if col.dtype == "integer":
+            values = np.round(values)
+        rows[name] = [float(v) for v in values]
+    return pd.DataFrame(rows)
+
+
+def runtime_requirements() -> list[str]:
+    """Return pinned pip requirements for the distributions the model needs at load time."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in RUNTIME_DISTRIBUTIONS:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+@dataclass
+class OutOfDistributionDetector:
+    """Isolation forest over the model's features, fitted on the training cohort.
+
+    Attributes
+    ----------
+    pipeline : sklearn Pipeline
+        Median imputation followed by an :class:`~sklearn.ensemble.IsolationForest`.
+    feature_names : list of str
+        Feature names the pipeline expects, in order.
+    threshold : float
+        Rows whose ``score_samples`` value falls below it are out of
+        distribution. It is the training rows' score at ``quantile``.
+    quantile : float
+        Fraction of the training cohort that falls below ``threshold``.
+    """
+
+    pipeline: Any
+    feature_names: list[str]
+    threshold: float
+    quantile: float
+
+    @classmethod
+    def fit(
+        cls,
+        matrix: pd.DataFrame,
+        *,
+        quantile: float = 0.005,
+        n_estimators: int = 200,
+        seed: int = 0,
+        n_jobs: int = 1,
+    ) -> "OutOfDistributionDetector":
+        """Fit the detector on a training feature matrix.
+
+        Parameters
+        ----------
+        matrix : DataFrame
+            Encoded training features (``ModelBundle.features``).
+        quantile : float
+            Share of training rows that would be flagged; 0.005 flags rows less
+            typical than 99.5% of the training cohort.
+        n_estimators : int
+            Trees of the isolation forest.
+        seed : int
+            Random state of the forest.
+        n_jobs : int
+            Worker threads for fitting and scoring.
+        """
+        from sklearn.ensemble import IsolationForest
+        from sklearn.impute import SimpleImputer
+        from sklearn.pipeline import make_pipeline
+
+        if not 0.0 < quantile < 0.5:
+            raise ModelError(f"ood quantile must be in (0, 0.5), got {quantile}; set score.ood.quantile in conf")
+        pipeline = make_pipeline(
+            SimpleImputer(strategy="median", keep_empty_features=True),
+            IsolationForest(n_estimators=n_estimators, random_state=seed, n_jobs=n_jobs),
+        )
+        pipeline.fit(matrix.to_numpy(dtype=np.float32))
+        scores = pipeline.score_samples(matrix.to_numpy(dtype=np.float32))
+        threshold = float(np.quantile(scores, quantile))
+        return cls(pipeline=pipeline, feature_names=list(matrix.columns), threshold=threshold, quantile=quantile)
+
+    def score(self, matrix: pd.DataFrame) -> np.ndarray:
+        """Return the isolation score of each row; lower is less typical."""
+        return self.pipeline.score_samples(matrix[self.feature_names].to_numpy(dtype=np.float32))
+
+    def is_outlier(self, matrix: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Return the isolation scores and whether each row is below the threshold."""
+        scores = self.score(matrix)
+        return scores, scores < self.threshold
+
+
+# TODO: mlflow.pyfunc.spark_udf over this model has not been run, because
+# pyspark is not installed in the development environment. Test it in Spark
+# local mode with a struct result type of the p_<label> doubles.
+class HivcomorbModel(mlflow.pyfunc.PythonModel):
+    """MLflow ``python_function`` model over a :class:`~hivcomorb.bundle.ModelBundle`.
+
+    ``predict`` takes a canonical frame whose columns the signature has
+    already checked and returns a frame of ``p_<label>`` probabilities,
+    with the input's index.
+    """
+
+    def __init__(self) -> None:
+        self._bundle: ModelBundle | None = None
+        self._contract: Contract | None = None
+        self._ood: OutOfDistributionDetector | None = None
+
+    def load_context(self, context: Any) -> None:
+        """Load the bundle, the contract and, when logged, the detector from the model's artifacts."""
+        import joblib
+
+        artifacts = context.artifacts
+        self._bundle = ModelBundle.load(artifacts[BUNDLE_ARTIFACT])
+        self._contract = load_contract(artifacts[CONTRACT_ARTIFACT])
+        if self._bundle.contract_version != self._contract.version:
+            raise ModelError(
+                f"the model bundle was trained on contract version {self._bundle.contract_version} "
+                f"but was logged with contract version {self._contract.version}; register the model again"
+            )
+        ood_path = artifacts.get(OOD_ARTIFACT)
+        self._ood = joblib.load(ood_path) if ood_path else None
+
+    @property
+    def bundle(self) -> ModelBundle:
+        """The fitted :class:`~hivcomorb.bundle.ModelBundle`."""
+        if self._bundle is None:
+            raise ModelError("the model's artifacts are not loaded; load it with mlflow.pyfunc.load_model")
+        return self._bundle
+
+    @property
+    def contract(self) -> Contract:
+        """The data contract the model was trained on."""
+        if self._contract is None:
+            raise ModelError("the model's artifacts are not loaded; load it with mlflow.pyfunc.load_model")
+        return self._contract
+
+    @property
+    def ood_detector(self) -> OutOfDistributionDetector | None:
+        """The out-of-distribution detector, or None when none was logged."""
+        return self._ood
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Return each label's probability for a canonical frame.
+
+        Parameters
+        ----------
+        context : mlflow.pyfunc.PythonModelContext
+            Unused: the artifacts were read in :meth:`load_context`.
+        model_input : DataFrame
+            One row per patient with the bundle's input columns in canonical
+            units (labs as in ``data_schema/contract.yaml``, age in years).
+        params : dict, optional
+            Unused; accepted for the pyfunc interface.
+
+        Returns
+        -------
+        DataFrame
+            One float64 column ``p_<label>`` per label, values in [0, 1].
+        """
+        bundle = self.bundle
+        frame = canonical_input(pd.DataFrame(model_input), self.contract, bundle.input_columns)
+        probabilities = bundle.predict_proba(frame, self.contract)
+        return probabilities.rename(columns={label: probability_column(label) for label in bundle.labels})

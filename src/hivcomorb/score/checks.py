@@ -1,0 +1,142 @@
+"""Checks before and during scoring: required columns and out-of-distribution rows."""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from hivcomorb.bundle import ModelBundle
+from hivcomorb.contract import Contract
+from hivcomorb.errors import ModelError
+from hivcomorb.pyfunc import OutOfDistributionDetector
+
+logger = logging.getLogger(__name__)
+
+
+def check_input_columns(
+    bundle: ModelBundle,
+    contract: Contract,
+    present: Iterable[str],
+    *,
+    extract_name: str,
+    model_uri: str,
+    allow_missing_labs: bool = False,
+) -> list[str]:
+    """Check that an extract has every column the model was trained on.
+
+    Parameters
+    ----------
+    bundle : ModelBundle
+    contract : Contract
+    present : iterable of str
+        Canonical columns the ingested extract contains (columns the extract
+        lacks entirely must not be listed, even if ingestion adds them empty).
+    extract_name : str
+        File name, for the error message.
+    model_uri : str
+        The model reference, for the error message.
+    allow_missing_labs : bool
+        If true, absent lab columns are scored as missing values, the way a
+        missing lab value is handled in training; otherwise they are an error.
+
+    Returns
+    -------
+    list of str
+        The absent lab columns that are scored as missing (empty unless
+        ``allow_missing_labs``).
+
+    Raises
+    ------
+    ModelError
+        If a demographic-aware model meets an extract without its demographic
+        columns, or any other input column is absent and not allowed to be.
+    """
+    present = set(present)
+    absent = [c for c in bundle.input_columns if c not in present]
+    if not absent:
+        return []
+    demographic = [c for c in absent if contract.column(c).role == "demographic"]
+    if demographic:
+        raise ModelError(
+            f"{extract_name} lacks the demographic columns {demographic}, which the demographic-aware model "
+            f"{model_uri} needs. Add them to the extract (or map them with --mapping), or score with the "
+            "demographic-unaware model (--model champion-unaware)"
+        )
+    labs = [c for c in absent if contract.column(c).role == "lab"]
+    others = [c for c in absent if c not in labs]
+    if others or (labs and not allow_missing_labs):
+        fix = "Add them to the extract or map them with --mapping"
+        if labs and not others:
+            fix += ", or set score.allow_missing_labs: true to score absent labs as missing values"
+        raise ModelError(f"{extract_name} lacks the columns {absent}, which the model {model_uri} was trained on. {fix}")
+    logger.warning("The extract lacks labs %s, so every row is scored with them missing", labs)
+    return labs
+
+
+def range_flags(frame: pd.DataFrame, ranges: dict[str, tuple[float, float]], units: dict[str, str | None]) -> tuple[np.ndarray, pl.Series]:
+    """Flag rows with a value outside the training data's range.
+
+    Returns
+    -------
+    flags : ndarray of bool
+        True where at least one column is outside its training range.
+    reasons : polars Series of str
+        For flagged rows, e.g. ``hba1c above training maximum 120 mmol/mol``,
+        several joined by ``; ``; null elsewhere.
+    """
+    n_rows = len(frame)
+    parts: list[pl.Series] = []
+    flags = np.zeros(n_rows, dtype=bool)
+    for column, (low, high) in ranges.items():
+        if column not in frame.columns:
+            continue
+        values = pd.to_numeric(frame[column]).astype("float64").to_numpy(na_value=np.nan)
+        unit = f" {units[column]}" if units.get(column) else ""
+        below = values < low
+        above = values > high
+        if below.any():
+            parts.append(_text_where(below, f"{column} below training minimum {low:.4g}{unit}"))
+        if above.any():
+            parts.append(_text_where(above, f"{column} above training maximum {high:.4g}{unit}"))
+        flags |= below | above
+    return flags, _join(parts, n_rows)
+
+
+def isolation_flags(detector: OutOfDistributionDetector | None, matrix: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pl.Series]:
+    """Flag rows unlike the training cohort by the detector's isolation score.
+
+    Returns
+    -------
+    scores : ndarray of float
+        Isolation score per row (lower is less typical); NaN without a detector.
+    flags : ndarray of bool
+    reasons : polars Series of str
+    """
+    n_rows = len(matrix)
+    if detector is None:
+        return np.full(n_rows, np.nan), np.zeros(n_rows, dtype=bool), pl.Series([None] * n_rows, dtype=pl.String)
+    scores, flags = detector.is_outlier(matrix)
+    text = f"unlike the training cohort (isolation score below {detector.threshold:.3f})"
+    return scores, flags, _text_where(flags, text)
+
+
+def _text_where(mask: np.ndarray, text: str) -> pl.Series:
+    return pl.select(pl.when(pl.Series(mask)).then(pl.lit(text)).otherwise(None)).to_series()
+
+
+def _join(parts: Sequence[pl.Series], n_rows: int) -> pl.Series:
+    if not parts:
+        return pl.Series([None] * n_rows, dtype=pl.String)
+    frame = pl.DataFrame({f"part{i}": p for i, p in enumerate(parts)})
+    joined = frame.select(pl.concat_str(pl.all(), separator="; ", ignore_nulls=True).alias("joined")).to_series()
+    # concat_str with ignore_nulls turns an all-null row into "", which means no reason.
+    return joined.replace("", None)
+
+
+def join_reasons(first: pl.Series, second: pl.Series) -> pl.Series:
+    """Join two reason columns row by row with ``; ``, keeping null where both are null."""
+    return _join([first, second], len(first))

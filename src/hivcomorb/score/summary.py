@@ -1,0 +1,234 @@
+"""Counts an analyst can forward: reconciliation, flags per label, flags by group.
+
+Counts accumulate chunk by chunk, so memory does not grow with the extract.
+Group counts go through small-cell suppression (:mod:`hivcomorb.disclosure`)
+before they are written. A group smaller than the minimum is not shown. Within
+a shown group, a count is hidden when it or the rest of the group is between 1
+and the minimum minus 1, because either would reveal a small number of patients.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from hivcomorb import htmlkit as hk
+from hivcomorb.contract import UNKNOWN, Contract
+from hivcomorb.disclosure import SUPPRESSED, is_reportable
+
+AGE_BAND = "age_band"
+
+
+def age_bands(ages: pd.Series, edges: Sequence[float]) -> pd.Series:
+    """Return age bands such as ``40-49`` and ``70+`` for ages in years; missing ages read ``unknown``."""
+    edges = sorted(float(e) for e in edges)
+    labels = [f"{int(low)}-{int(high) - 1}" for low, high in zip(edges[:-1], edges[1:])] + [f"{int(edges[-1])}+"]
+    values = pd.to_numeric(ages).astype("float64").to_numpy(na_value=np.nan)
+    index = np.searchsorted(np.asarray(edges), values, side="right") - 1
+    out = np.where((index >= 0) & ~np.isnan(values), np.asarray(labels, dtype=object)[np.clip(index, 0, len(labels) - 1)], UNKNOWN)
+    below = (index < 0) & ~np.isnan(values)
+    out[below] = f"under {int(edges[0])}"
+    return pd.Series(out, index=ages.index, dtype=object)
+
+
+def group_values(frame: pd.DataFrame, column: str, edges: Sequence[float]) -> pd.Series | None:
+    """Return the group of each row for ``column`` (``age_band`` derives from ``age``), or None when absent."""
+    if column == AGE_BAND:
+        return age_bands(frame["age"], edges) if "age" in frame.columns else None
+    if column not in frame.columns:
+        return None
+    series = frame[column]
+    return series.astype(object).where(series.notna(), UNKNOWN).astype(str)
+
+
+@dataclass
+class ScoreCounts:
+    """Running totals of one scoring run; no patient-level value is kept."""
+
+    labels: list[str]
+    groups: list[str]
+    age_edges: list[float]
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_quarantined: int = 0
+    quarantine_rules: Counter = field(default_factory=Counter)
+    flagged: Counter = field(default_factory=Counter)
+    ood_rows: int = 0
+    ood_range_rows: int = 0
+    ood_isolation_rows: int = 0
+    by_group: dict[str, dict[str, Counter]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(Counter)))
+
+    def add_chunk(
+        self,
+        frame: pd.DataFrame,
+        flags: Mapping[str, np.ndarray],
+        ood: np.ndarray,
+        range_ood: np.ndarray,
+        isolation_ood: np.ndarray,
+    ) -> None:
+        """Add one chunk of scored rows: ``frame`` has the canonical columns, ``flags`` one array per label."""
+        self.rows_scored += len(frame)
+        for label, flag in flags.items():
+            self.flagged[label] += int(np.sum(flag))
+        self.ood_rows += int(np.sum(ood))
+        self.ood_range_rows += int(np.sum(range_ood))
+        self.ood_isolation_rows += int(np.sum(isolation_ood))
+        if not len(frame):
+            return
+        indicators = pd.DataFrame({label: np.asarray(flag, dtype=np.int64) for label, flag in flags.items()}, index=frame.index)
+        indicators["patients"] = 1
+        indicators["out_of_distribution"] = np.asarray(ood, dtype=np.int64)
+        for column in self.groups:
+            values = group_values(frame, column, self.age_edges)
+            if values is None:
+                continue
+            sums = indicators.groupby(values.to_numpy(), sort=False).sum()
+            for group, row in sums.iterrows():
+                self.by_group[column][str(group)].update({k: int(v) for k, v in row.items()})
+
+    def add_quarantine(self, quarantine: pd.DataFrame) -> None:
+        """Count quarantined rows (distinct source rows) and entries by rule."""
+        if quarantine.empty:
+            return
+        self.rows_quarantined += int(quarantine["source_row"].nunique())
+        self.quarantine_rules.update(quarantine.drop_duplicates(["source_row", "rule"])["rule"].astype(str).tolist())
+
+    def reconciles(self) -> bool:
+        """Return whether every row read was either scored or quarantined."""
+        return self.rows_read == self.rows_scored + self.rows_quarantined
+
+    def suppressed_groups(self, minimum: int) -> dict[str, dict[str, Any]]:
+        """Return the group counts with small cells replaced by ``suppressed``."""
+        out: dict[str, dict[str, Any]] = {}
+        for column, groups in self.by_group.items():
+            visible: dict[str, Any] = {}
+            for group, counts in sorted(groups.items()):
+                total = counts["patients"]
+                if not is_reportable(total, minimum):
+                    visible[group] = SUPPRESSED
+                    continue
+                cells = {"patients": total}
+                for key in [*self.labels, "out_of_distribution"]:
+                    cells[key] = reportable_count(counts[key], total, minimum)
+                visible[group] = cells
+            out[column] = visible
+        return out
+
+    def as_dict(self, minimum: int) -> dict[str, Any]:
+        """Return the totals and suppressed group counts as plain JSON-ready values."""
+        return {
+            "rows_read": self.rows_read,
+            "rows_scored": self.rows_scored,
+            "rows_quarantined": self.rows_quarantined,
+            "reconciled": self.reconciles(),
+            "quarantine_rules": dict(self.quarantine_rules),
+            "flagged": {label: self.flagged[label] for label in self.labels},
+            "out_of_distribution": {
+                "rows": self.ood_rows,
+                "outside_training_range": self.ood_range_rows,
+                "unlike_training_cohort": self.ood_isolation_rows,
+            },
+            "min_group_size": minimum,
+            "by_group": self.suppressed_groups(minimum),
+        }
+
+
+def reportable_count(count: int, total: int, minimum: int) -> int | str:
+    """Return ``count``, or ``suppressed`` when it or ``total - count`` is between 1 and ``minimum - 1``."""
+    rest = total - count
+    if 0 < count < minimum or 0 < rest < minimum:
+        return SUPPRESSED
+    return int(count)
+
+
+def summary_sentences(result: Mapping[str, Any]) -> list[str]:
+    """Return plain-language sentences with the run's counts."""
+    counts = result["counts"]
+    stamps = result["stamps"]
+    sentences = [
+        f"Read {counts['rows_read']} rows = scored {counts['rows_scored']} + quarantined {counts['rows_quarantined']}.",
+        f"Scored with {stamps['model_name']} version {stamps['model_version']} ({stamps['setting']} setting, "
+        f"data contract {stamps['contract_version']}).",
+    ]
+    ood = counts["out_of_distribution"]
+    if counts["rows_scored"]:
+        share = 100.0 * ood["rows"] / counts["rows_scored"]
+        sentences.append(
+            f"{ood['rows']} scored rows ({share:.1f}%) are out of distribution: {ood['outside_training_range']} with a value "
+            f"outside the training range and {ood['unlike_training_cohort']} unlike the training cohort; review their scores with care."
+        )
+    return sentences
+
+
+def render_html(result: Mapping[str, Any], contract: Contract) -> str:
+    """Return the stand-alone HTML summary of a scoring run."""
+    counts = result["counts"]
+    stamps = result["stamps"]
+    minimum = counts["min_group_size"]
+    thresholds = result["thresholds"]
+    scored = counts["rows_scored"]
+
+    meta_rows = [
+        ("Model", stamps["model_name"]),
+        ("Model version", stamps["model_version"]),
+        ("MLflow run of the model", stamps["model_run_id"] or "not tracked"),
+        ("Setting", stamps["setting"]),
+        ("Data contract version", stamps["contract_version"]),
+        ("Extract SHA-256", stamps["extract_sha256"]),
+        ("Scored at (UTC)", stamps["scored_at"]),
+    ]
+    label_rows = []
+    for label in result["labels"]:
+        flagged = counts["flagged"][label]
+        shown = reportable_count(flagged, scored, minimum)
+        share = f"{100.0 * flagged / scored:.1f}%" if scored and shown != SUPPRESSED else SUPPRESSED
+        label_rows.append((label, f"{thresholds[label]:.3f}", shown, share))
+    parts = [
+        hk.table(["Item", "Value"], meta_rows, css_class="meta"),
+        hk.bullet_list(summary_sentences(result)),
+        hk.table(
+            ["Label", "Threshold", "Flagged", "Share of scored"],
+            label_rows,
+            caption=f"Patients flagged per label (counts below {minimum} are suppressed)",
+        ),
+    ]
+    if counts["quarantine_rules"]:
+        parts.append(
+            hk.table(
+                ["Rule", "Rows"],
+                sorted(counts["quarantine_rules"].items()),
+                caption="Quarantined rows by rule (see the quarantine file for row numbers)",
+            )
+        )
+    for column, groups in counts["by_group"].items():
+        header = ["Group", "Patients", *result["labels"], "Out of distribution"]
+        rows = []
+        for group, cells in groups.items():
+            if cells == SUPPRESSED:
+                rows.append((group, SUPPRESSED, *[SUPPRESSED] * (len(result["labels"]) + 1)))
+            else:
+                rows.append((group, cells["patients"], *[cells[label] for label in result["labels"]], cells["out_of_distribution"]))
+        parts.append(hk.table(header, rows, caption=f"Flagged patients by {column.replace('_', ' ')}"))
+    parts.append(
+        hk.paragraph(
+            f"Groups of fewer than {minimum} patients are suppressed, and so is any count that would reveal fewer than "
+            f"{minimum} patients. Flags mark patients to consider for screening; they are not diagnoses."
+        )
+    )
+    body = hk.section("scoring", "Scoring summary", "\n".join(parts))
+    generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>"
+        "<title>hivcomorb scoring summary</title>"
+        "<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}"
+        "th{background:#eef3f8}caption{text-align:left;font-weight:600}</style></head><body>\n"
+        f"<h1>hivcomorb scoring summary</h1>\n{body}\n"
+        f"<p><small>Generated {hk.escape(generated)} for contract {hk.escape(contract.version)}.</small></p>\n"
+        "</body></html>\n"
+    )
