@@ -34,6 +34,9 @@ _STAGES = (
     ("register", "hivcomorb.registry", "register/registry.json", "Registered models"),
 )
 
+# The executive summary shows this many findings per stage; each section lists all of them.
+_SUMMARY_SENTENCES_PER_STAGE = 4
+
 _STYLE = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1b1b1b;line-height:1.45}
 h1{border-bottom:3px solid #2c5d8f;padding-bottom:.3em}h2{border-bottom:1px solid #ccc;margin-top:2em;color:#2c5d8f}
@@ -42,7 +45,7 @@ th{background:#eef3f8}caption{caption-side:top;text-align:left;font-weight:600;p
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85em;color:#444}
 .runref{color:#777}.meta td:first-child{font-weight:600}.summary li{margin:.3em 0}
 .green{background:#d9f2d9}.amber{background:#ffe9b3}.red{background:#f7c6c6}.site{color:#8a5a00;font-style:italic}
-nav ol{columns:2}code{font-size:.9em}
+nav ol{columns:2}code{font-size:.9em}\n.table1{font-size:.8em}@media print{table{font-size:.75em}}
 """
 
 
@@ -103,14 +106,19 @@ def _header(ctx: RunContext, outputs: dict[str, Any], run_ids: dict[str, str]) -
     return hk.table(["Item", "Value"], rows, css_class="meta")
 
 
-def _executive_summary(outputs: dict[str, Any]) -> str:
-    sentences: list[str] = []
-    for stage, _module, _rel, _title in _STAGES:
+def _executive_summary(outputs: dict[str, Any], per_stage: int = _SUMMARY_SENTENCES_PER_STAGE) -> str:
+    """Return the first findings of each stage as a bullet list, with links to the rest."""
+    items: list[str] = []
+    for stage, _module, _rel, title in _STAGES:
         data = outputs.get(stage) or {}
-        sentences.extend(str(s) for s in data.get("summary") or [])
-    if not sentences:
+        sentences = [str(s) for s in data.get("summary") or []]
+        items.extend(f"<li>{hk.escape(s)}</li>" for s in sentences[:per_stage])
+        if len(sentences) > per_stage:
+            more = len(sentences) - per_stage
+            items.append(f'<li class="more"><a href="#{stage}">{more} more finding(s) in "{hk.escape(title)}"</a></li>')
+    if not items:
         return hk.paragraph("No stage wrote a summary; see the sections below.")
-    return '<ul class="summary">' + "".join(f"<li>{hk.escape(s)}</li>" for s in sentences) + "</ul>"
+    return '<ul class="summary">' + "".join(items) + "</ul>"
 
 
 def _stage_section(ctx: RunContext, stage: str, module_name: str, title: str, data: dict[str, Any] | None) -> str:
@@ -121,8 +129,10 @@ def _stage_section(ctx: RunContext, stage: str, module_name: str, title: str, da
     if render is None:
         return hk.section(stage, title, hk.paragraph(f"The {stage} stage has no report section."))
     body = render(ctx)
-    # A stage may return a complete <section> or only its body.
-    return body if body.lstrip().startswith("<section") else hk.section(stage, title, body)
+    # A stage may return complete <section> elements with their own headings, or only a body.
+    if body.lstrip().startswith("<section"):
+        return f'<div id="{hk.escape(stage)}" class="stage">{body}</div>'
+    return hk.section(stage, title, body)
 
 
 def _model_card(ctx: RunContext, outputs: dict[str, Any]) -> str:
@@ -205,8 +215,9 @@ def render(ctx: RunContext) -> str:
         sections.append(_stage_section(ctx, stage, module_name, title, outputs.get(stage)))
     sections.append(hk.section("model-card", "Model card and TRIPOD+AI checklist", _model_card(ctx, outputs)))
     sections.append(hk.section("limitations", "Limitations", _limitations(ctx)))
-    toc_items = ["summary", *(s for s, *_ in _STAGES), "model-card", "limitations"]
-    toc = "<nav><ol>" + "".join(f'<li><a href="#{hk.escape(a)}">{hk.escape(a.replace("-", " "))}</a></li>' for a in toc_items) + "</ol></nav>"
+    toc_items = [("summary", "Executive summary"), *((stage, title) for stage, _m, _r, title in _STAGES)]
+    toc_items += [("model-card", "Model card and TRIPOD+AI checklist"), ("limitations", "Limitations")]
+    toc = "<nav><ol>" + "".join(f'<li><a href="#{hk.escape(a)}">{hk.escape(t)}</a></li>' for a, t in toc_items) + "</ol></nav>"
     title = f"hivcomorb report: {ctx.dataset}"
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>"

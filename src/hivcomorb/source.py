@@ -10,12 +10,15 @@
     ``source.path`` (default ``../shared/data/nhanes-2017-2018``).
 ``file``
     Use the hospital extract at ``source.path`` as it is; ingestion reads it
-    directly, so nothing is copied.
+    directly, so nothing is copied. When ``source.truth`` names a Parquet file
+    of true label probabilities (a simulation study), it is copied to
+    ``source/truth.parquet`` so that evaluation reports oracle figures.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +51,20 @@ def _configured_path(ctx: RunContext) -> Path:
     return path
 
 
+def _copy_truth(ctx: RunContext, out_dir: Path) -> None:
+    target = out_dir / "truth.parquet"
+    raw = (ctx.config.get("source") or {}).get("truth")
+    if not raw:
+        target.unlink(missing_ok=True)
+        return
+    truth = Path(raw) if Path(raw).is_absolute() else ctx.root / raw
+    if not truth.is_file():
+        raise DataNotFoundError(f"dataset {ctx.dataset!r}: truth file {truth} not found; check source.truth in its configuration")
+    with atomic_path(target) as tmp:
+        shutil.copyfile(truth, tmp)
+    logger.info("Source: true label probabilities copied from %s", truth.name)
+
+
 def run(ctx: RunContext) -> dict[str, Any]:
     """Write or locate the raw extract of the run; return its row count and hash."""
     from hivcomorb import tracking
@@ -78,6 +95,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         path = _configured_path(ctx)
         summary["rows"] = None
         logger.info("Source: hospital extract %s is read in place by ingestion", path.name)
+        _copy_truth(ctx, out_dir)
 
     path = extract_path(ctx)
     summary["extract_sha256"] = file_sha256(path)
