@@ -29,13 +29,16 @@ within the training rows and never reaches an outer test fold.
 
 from __future__ import annotations
 
+import contextlib
+
 import copy
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.dummy import DummyClassifier
@@ -255,6 +258,21 @@ def xgboost_estimator(config: Mapping[str, Any], device: str = "cpu", positive_w
     return make_estimator(spec, spec.candidates()[0], positive_weight, options)
 
 
+# Dask client that XGBoost fits go to while training runs with train.backend: dask.
+_dask_client: Any = None
+
+
+@contextlib.contextmanager
+def dask_backend(client: Any) -> Iterator[None]:
+    """Send every XGBoost fit in the block to ``client`` (a ``dask.distributed.Client``)."""
+    global _dask_client
+    previous, _dask_client = _dask_client, client
+    try:
+        yield
+    finally:
+        _dask_client = previous
+
+
 def _fit(spec: ModelSpec, params: Mapping[str, Any], features: np.ndarray, target: np.ndarray, options: FitOptions) -> Any:
     """Fit one binary estimator, or a constant model when the training set has one class."""
     positives = int(target.sum())
@@ -262,6 +280,11 @@ def _fit(spec: ModelSpec, params: Mapping[str, Any], features: np.ndarray, targe
     if positives == 0 or negatives == 0:
         return ConstantModel(float(positives > 0))
     estimator = make_estimator(spec, params, negatives / positives, options)
+    if spec.kind == "xgboost" and _dask_client is not None:
+        from hivcomorb.distributed import fit_xgboost_dask
+
+        xgb_params = {k: v for k, v in estimator.get_params().items() if v is not None and k != "n_jobs"}
+        return fit_xgboost_dask(_dask_client, pd.DataFrame(features), target, xgb_params)
     if spec.kind == "mlp" and spec.balance:
         weights = np.where(target == 1, target.size / (2.0 * positives), target.size / (2.0 * negatives))
         estimator.fit(features, target, model__sample_weight=weights)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -58,9 +60,9 @@ class TrainSettings:
 def read_settings(ctx: RunContext) -> TrainSettings:
     """Read and check ``train.*`` from the run's configuration."""
     raw = dict(ctx.config.get("train") or {})
-    # TODO: train.backend dask (hivcomorb.distributed) is not wired in yet, so every fit runs on this machine.
-    if raw.get("backend", "local") != "local":
-        raise ConfigError(f"train.backend {raw.get('backend')!r} is not supported yet; use 'local'")
+    backend = raw.get("backend", "local")
+    if backend not in ("local", "dask"):
+        raise ConfigError(f"train.backend must be 'local' or 'dask', got {backend!r}")
 
     def integer(key: str, default: int, minimum: int) -> int:
         value = raw.get(key, default)
@@ -77,6 +79,9 @@ def read_settings(ctx: RunContext) -> TrainSettings:
     cores = os.cpu_count() or 1
     workers_raw = raw.get("workers", "auto")
     workers = cores if workers_raw == "auto" else workers_raw
+    if backend == "dask":
+        # The Dask cluster parallelises each XGBoost fit, so fits are submitted one at a time.
+        workers = 1
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"train.workers must be 'auto' or a positive integer, got {workers_raw!r}")
     threads_raw = raw.get("threads_per_model", "auto")
@@ -120,6 +125,19 @@ def _specs_to_fit(settings: TrainSettings) -> tuple[list[ModelSpec], set[str]]:
     return ordered, names
 
 
+@contextlib.contextmanager
+def _backend(raw: dict[str, Any]) -> Iterator[None]:
+    """Route XGBoost fits to a Dask cluster when ``train.backend`` is ``dask``."""
+    if raw.get("backend", "local") != "dask":
+        yield
+        return
+    from hivcomorb.distributed import dask_client
+    from hivcomorb.models import dask_backend
+
+    with dask_client(raw.get("dask")) as client, dask_backend(client):
+        yield
+
+
 def run(ctx: RunContext) -> dict[str, Any]:
     """Cross-validate every model in both settings, compare them, and save the champions.
 
@@ -151,7 +169,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     _write_parquet(folds_table, out_dir / "folds.parquet")
 
     results: dict[tuple[str, str], CrossValResult] = {}
-    with Parallel(n_jobs=settings.workers) as parallel:
+    with _backend(settings.raw), Parallel(n_jobs=settings.workers) as parallel:
         for setting in SETTINGS:
             for spec in specs:
                 first = results.get((spec.first_stage, setting)) if spec.label_dependence else None
