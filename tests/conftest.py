@@ -25,6 +25,9 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("MLFLOW_ARTIFACTS_DESTINATION", (store / "artifacts").as_uri())
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(uri)
+    # MLflow remembers the active experiment id across stores; an id from an
+    # earlier test's store does not exist in this one.
+    mlflow.set_experiment("Default")
     yield uri
     while mlflow.active_run() is not None:
         mlflow.end_run()

@@ -67,6 +67,7 @@ def demo_run(tmp_path_factory):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp)
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("Default")
     base = {
         "paths": {"artifacts": str(tmp / "artifacts"), "reports": str(tmp / "reports")},
         "device": "cpu",

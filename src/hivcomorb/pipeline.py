@@ -2,7 +2,7 @@
 
 A pipeline file in ``pipelines/`` lists the stages in order and may override
 configuration (the quick pipeline trains XGBoost only). Each stage is a module
-with ``run(ctx) -> dict``; the returned summary holds counts and figures only,
+with ``run(ctx) -> dict``; the returned summary contains counts and figures only,
 and is logged at INFO and tracked in the stage's child run.
 """
 
