@@ -45,8 +45,10 @@ def configure(root: Path | None = None) -> str:
 def ensure_experiment(name: str, root: Path | None = None) -> str:
     """Create the experiment ``name`` if needed and return its id.
 
-    With the embedded store, artifacts go to ``mlflow/artifacts`` in the project
-    folder rather than MLflow's default ``./mlruns`` under the working directory.
+    With a SQLite store, artifacts go to ``artifacts/`` beside the database
+    file (``mlflow/artifacts`` for the embedded store) rather than MLflow's
+    default ``./mlruns`` under the working directory. A tracking server
+    chooses its own artifact location.
     """
     import mlflow
 
@@ -54,10 +56,11 @@ def ensure_experiment(name: str, root: Path | None = None) -> str:
     if experiment is not None:
         return experiment.experiment_id
     artifact_location = None
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        artifacts = (root or project_root()) / "mlflow" / "artifacts"
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///"):
+        artifacts = Path(uri[len("sqlite:///") :]).parent / "artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
-        artifact_location = artifacts.as_uri()
+        artifact_location = artifacts.resolve().as_uri()
     return mlflow.create_experiment(name, artifact_location=artifact_location)
 
 
