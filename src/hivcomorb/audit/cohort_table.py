@@ -4,6 +4,12 @@ One table per configured attribute, one column per reportable group plus
 all patients. A category with fewer patients than the disclosure minimum in
 the whole cohort loses its row, which is counted. A cell counting from one
 to ``minimum - 1`` patients reads 'suppressed'.
+
+Complementary suppression stops a hidden count being recovered by
+subtraction. When the groups left out of the table add up to fewer than the
+minimum, the smallest shown group is left out too. In a count row with one
+suppressed group cell, the smallest other positive group cell is suppressed
+as well (or the all-patients cell, when there is none).
 """
 
 from __future__ import annotations
@@ -62,13 +68,31 @@ def cohort_table(
         category is below the disclosure minimum in the whole cohort.
     """
     values = plan.values.to_numpy(dtype=object)
+    groups = list(plan.reportable)
+    sizes = {g: int((values == g).sum()) for g in groups}
+    left_out = len(cohort) - sum(sizes.values())
+    extra_hidden = 0
+    if 0 < left_out < minimum and groups:
+        # The left-out groups' total would be all patients minus the shown groups.
+        groups.remove(min(groups, key=lambda g: sizes[g]))
+        extra_hidden = 1
     masks = {ALL: np.ones(len(cohort), dtype=bool)}
-    masks.update({g: values == g for g in plan.reportable})
+    masks.update({g: values == g for g in groups})
     rows: list[dict[str, Any]] = []
     suppressed_rows = 0
 
     def add(section: str, variable: str, cells: list[str]) -> None:
         rows.append({"section": section, "variable": variable, "cells": cells})
+
+    def add_counts(section: str, variable: str, counts: list[int], totals: list[int]) -> None:
+        cells = [_count_cell(c, t, minimum) for c, t in zip(counts, totals)]
+        group_cells = range(1, len(cells))
+        hidden = [i for i in group_cells if cells[i] == SUPPRESSED]
+        if len(hidden) == 1:
+            candidates = [i for i in group_cells if cells[i] != SUPPRESSED and counts[i] > 0]
+            partner = min(candidates, key=lambda i: counts[i]) if candidates else 0
+            cells[partner] = SUPPRESSED
+        add(section, variable, cells)
 
     add("cohort", "patients, n", [f"{int(m.sum()):,}" for m in masks.values()])
     if "age" in cohort.columns:
@@ -94,10 +118,11 @@ def cohort_table(
                 if not is_reportable(total, minimum):
                     suppressed_rows += 1
                     continue
-                add(
+                add_counts(
                     role,
                     f"{column}: {category}, n (%)",
-                    [_count_cell(int((in_category & m).sum()), int(m.sum()), minimum) for m in masks.values()],
+                    [int((in_category & m).sum()) for m in masks.values()],
+                    [int(m.sum()) for m in masks.values()],
                 )
 
     for lab in contract.labs:
@@ -110,18 +135,19 @@ def cohort_table(
         if label not in cohort.columns:
             continue
         y = pd.to_numeric(cohort[label], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        cells = []
+        counts, totals = [], []
         for m in masks.values():
             known = m & np.isfinite(y)
-            cells.append(_count_cell(int((y[known] == 1).sum()), int(known.sum()), minimum))
-        add("label", f"{label}: recorded, n (% of known)", cells)
+            counts.append(int((y[known] == 1).sum()))
+            totals.append(int(known.sum()))
+        add_counts("label", f"{label}: recorded, n (% of known)", counts, totals)
 
     return {
         "attribute": plan.attribute,
         "columns": list(masks),
         "rows": rows,
         "suppressed_rows": suppressed_rows,
-        "suppressed_groups": plan.n_suppressed,
+        "suppressed_groups": plan.n_suppressed + extra_hidden,
     }
 
 
@@ -133,7 +159,5 @@ def cohort_tables(
     minimum: int,
 ) -> dict[str, Any]:
     """Build Table 1 for every attribute in ``audit.cohort_table.by`` present in the cohort."""
-    # TODO: complementary suppression is not applied, so when one group of an
-    # attribute is suppressed its size equals all patients minus the shown groups.
     requested = nested_get(config, "audit.cohort_table.by", []) or []
     return {a: cohort_table(cohort, contract, plans[a], minimum) for a in requested if a in plans}
