@@ -252,6 +252,20 @@ def test_unaware_model_ignores_demographics(scored, tmp_path):
     pd.testing.assert_frame_equal(outputs[0][columns], outputs[1][columns])
 
 
+def test_malformed_label_cells_do_not_block_scoring(scored, tmp_path):
+    extract = scored.cohort.head(30).copy()
+    extract["hypertension"] = extract["hypertension"].astype("object")
+    extract.loc[1, "hypertension"] = "maybe"
+    extract.loc[3, "cancer"] = 2
+    path = tmp_path / "labelled.csv"
+    extract.to_csv(path, index=False)
+    out = tmp_path / "labelled.scores.parquet"
+    result = score_extract(scored.fast_ctx, path, out, model=str(scored.bundle_paths["aware"]), reasons=False, track=False)
+    scores = pd.read_parquet(out)
+    assert len(scores) == 30
+    assert result["counts"]["rows_quarantined"] == 0
+
+
 def test_missing_lab_error_lists_columns(scored, tmp_path):
     path = tmp_path / "no_hba1c.csv"
     unlabelled(scored.cohort.head(20)).drop(columns=["hba1c", "hba1c_censored", "crp"]).to_csv(path, index=False)

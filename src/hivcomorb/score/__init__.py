@@ -32,6 +32,8 @@ extract hash, and no patient data.
 
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 import contextlib
 import datetime as dt
@@ -313,8 +315,15 @@ def score_extract(
 
     scoring_model = load_scoring_model(options.model, dataset=ctx.dataset, fallback_contract=ctx.contract)
     place_on_device(scoring_model.bundle, options.device, options.n_jobs)
-    contract = scoring_model.contract
-    site_mapping = load_mapping(mapping, contract)
+    model_contract = scoring_model.contract
+    full_mapping = load_mapping(mapping, model_contract)
+    # Labels are not model inputs, so scoring ingests without them: a malformed
+    # label cell never keeps a patient from being scored.
+    contract = dataclasses.replace(model_contract, columns=tuple(c for c in model_contract.columns if c.role != "label"))
+    site_mapping = {
+        **full_mapping,
+        "columns": {source: spec for source, spec in full_mapping["columns"].items() if spec["to"] not in model_contract.labels},
+    }
 
     with open_extract(extract, chunk_rows=options.chunk_rows, sheet=sheet, encoding=encoding, delimiter=delimiter) as source:
         plan = plan_mapping(site_mapping, contract, source.columns, extract.name)
