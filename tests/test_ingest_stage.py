@@ -139,13 +139,26 @@ def test_stage_reruns_after_extract_changes(module_store, tmp_path, caplog):
     assert "reusing the outputs" not in caplog.text
 
 
-def test_stage_failure_writes_nothing(module_store, tmp_path):
+def test_stage_failure_writes_no_outputs(module_store, tmp_path):
     extract = tmp_path / "bad.csv"
     extract.write_text("patient_id,age\na,3\nb,4\n", encoding="utf-8")
     ctx = context_for(tmp_path, extract)
-    with pytest.raises(ExtractError, match="no usable rows"):
+    with pytest.raises(ExtractError, match="no usable rows.*listed in .*rejected_rows.csv"):
         run_single_stage(ctx, "ingest")
-    assert list(ctx.stage_dir("ingest").iterdir()) == []
+    assert [p.name for p in ctx.stage_dir("ingest").iterdir()] == ["rejected_rows.csv"]
+
+
+def test_stage_failure_lists_rejected_rows(module_store, tmp_path):
+    extract = tmp_path / "bad.csv"
+    extract.write_text("patient_id,age\nPID-SECRET-1,3\nPID-SECRET-2,4\n", encoding="utf-8")
+    ctx = context_for(tmp_path, extract)
+    with pytest.raises(ExtractError):
+        run_single_stage(ctx, "ingest")
+    rejected = pd.read_csv(ctx.stage_dir("ingest") / "rejected_rows.csv")
+    assert rejected["source_row"].tolist() == [1, 2]
+    assert rejected["column"].tolist() == ["age", "age"]
+    assert rejected["rule"].tolist() == ["outside_possible_range", "outside_possible_range"]
+    assert "PID-SECRET" not in (ctx.stage_dir("ingest") / "rejected_rows.csv").read_text(encoding="utf-8")
 
 
 def test_stage_validation_page_has_no_patient_values(stage_context):

@@ -181,10 +181,13 @@ def ingest_frame(
 
     quarantine = _quarantine_frame(quarantine_entries, row_offset)
     if rows_kept == 0 and not allow_empty:
-        raise ExtractError(
+        error = ExtractError(
             f"extract {source_name} has no usable rows: all {n_rows} rows were quarantined "
             f"({_top_reasons(quarantine)}); fix the extract or the mapping file and run again"
         )
+        # The caller may write these out so the user can see each rejected row and reason.
+        error.quarantine = quarantine
+        raise error
 
     summary = _summarise(
         source_name=source_name,
@@ -436,6 +439,12 @@ def _parse_number_column(
     out_of_range = rules.outside_range(frame["value"], column.possible) & frame["error"].is_null()
     if out_of_range.any():
         detail = f"possible range {rules.format_range(column.possible, column.unit)}"
+        suspected = notes.get("suspected_unit")
+        if suspected:
+            detail += (
+                f"; the column looks like {suspected['suspected_unit']}, not {suspected['declared_unit']}: "
+                "declare its unit in the mapping file"
+            )
         frame = frame.with_columns(
             pl.when(out_of_range).then(pl.lit(rules.OUTSIDE_POSSIBLE_RANGE)).otherwise(pl.col("error")).alias("error"),
             pl.when(out_of_range).then(pl.lit(detail)).otherwise(pl.col("detail")).alias("detail"),

@@ -27,7 +27,7 @@ from hivcomorb import __version__, htmlkit
 from hivcomorb.config import deep_merge, nested_get
 from hivcomorb.context import RunContext
 from hivcomorb.contract import Contract, load_contract
-from hivcomorb.errors import DataNotFoundError
+from hivcomorb.errors import DataNotFoundError, ExtractError
 from hivcomorb.files import atomic_path, file_sha256
 from hivcomorb.ingest import rules
 from hivcomorb.ingest.canonical import IngestResult, ingest_file
@@ -45,6 +45,10 @@ VALIDATION_FILE = "validation.html"
 OUTPUT_FILES = (COHORT_FILE, QUARANTINE_FILE, SUMMARY_FILE, VALIDATION_FILE)
 # Settings that do not change what ingestion produces, left out of the cache key.
 _NOT_IN_CACHE_KEY = ("cache", "out_dir", "mapping")
+
+
+# Written instead of the four outputs when every row is quarantined.
+REJECTED_FILE = "rejected_rows.csv"
 
 
 def extract_path(ctx: RunContext) -> Path:
@@ -254,15 +258,25 @@ def run(ctx: RunContext) -> dict[str, Any]:
             _track(cached, out_dir)
             return cached
 
-    result = ingest_file(
-        path,
-        contract,
-        mapping,
-        sheet=options.get("sheet"),
-        encoding=options.get("encoding"),
-        delimiter=options.get("delimiter"),
-        options=options,
-    )
+    try:
+        result = ingest_file(
+            path,
+            contract,
+            mapping,
+            sheet=options.get("sheet"),
+            encoding=options.get("encoding"),
+            delimiter=options.get("delimiter"),
+            options=options,
+        )
+    except ExtractError as exc:
+        rejected = getattr(exc, "quarantine", None)
+        if rejected is None:
+            raise
+        # No cohort is written, but every rejected row and its reason is, beside the outputs.
+        rejected_path = out_dir / REJECTED_FILE
+        with atomic_path(rejected_path) as tmp:
+            rejected.to_csv(tmp, index=False)
+        raise ExtractError(f"{exc}. Each rejected row, column, raw value and rule is listed in {rejected_path}") from exc
     summary = dict(result.summary)
     summary["source_sha256"] = file_sha256(path)
     summary["cache_key"] = key
