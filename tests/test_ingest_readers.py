@@ -128,6 +128,17 @@ def test_read_excel_missing_sheet(tmp_path):
         read_extract(make_workbook(tmp_path / "x.xlsx"), sheet="nope")
 
 
+def test_read_excel_missing_sheet_lists_sheets(tmp_path):
+    with pytest.raises(ExtractError, match=r"its sheets are \[.*'other'\]. Pass one of them with --sheet"):
+        read_extract(make_workbook(tmp_path / "x.xlsx"), sheet="nope")
+
+
+def test_read_excel_warns_about_other_sheets(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="hivcomorb.ingest.readers"):
+        read_extract(make_workbook(tmp_path / "x.xlsx"))
+    assert "Choose another with --sheet" in caplog.text
+
+
 @pytest.mark.parametrize(
     ("name", "data", "message"),
     [

@@ -151,7 +151,20 @@ def _read_parquet(path: Path) -> tuple[pl.DataFrame, ReadInfo]:
     return frame, ReadInfo(path=str(path), format="parquet")
 
 
+def _sheet_names(path: Path) -> list[str]:
+    """Return the workbook's sheet names, or an empty list if they cannot be read."""
+    try:
+        import fastexcel
+
+        return list(fastexcel.read_excel(path).sheet_names)
+    except Exception:  # a damaged workbook is reported by the read itself
+        return []
+
+
 def _read_excel(path: Path, sheet: str | None) -> tuple[pl.DataFrame, ReadInfo]:
+    sheets = _sheet_names(path)
+    if sheet is not None and sheets and sheet not in sheets:
+        raise ExtractError(f"extract file {path} has no sheet {sheet!r}; its sheets are {sheets}. Pass one of them with --sheet")
     try:
         if sheet is None:
             frame = pl.read_excel(path, sheet_id=1, infer_schema_length=0)
@@ -161,10 +174,15 @@ def _read_excel(path: Path, sheet: str | None) -> tuple[pl.DataFrame, ReadInfo]:
         raise ExtractError(f"extract file {path}: sheet {sheet!r} could not be read: {exc}") from exc
     except Exception as exc:  # fastexcel raises its own exception types for damaged workbooks
         if sheet is not None and "not found" in str(exc).lower():
-            raise ExtractError(f"extract file {path} has no sheet {sheet!r}; pass an existing name with --sheet") from exc
+            raise ExtractError(f"extract file {path} has no sheet {sheet!r}; its sheets are {sheets}. Pass one of them with --sheet") from exc
         raise ExtractError(f"extract file {path} could not be read as Excel: {exc}") from exc
+    if sheet is None and len(sheets) > 1:
+        logger.warning(
+            "Extract %s has %d sheets %s; reading the first, %r. Choose another with --sheet",
+            path.name, len(sheets), sheets, sheets[0],
+        )
     if frame.width == 0:
-        raise ExtractError(f"extract file {path}: the sheet {sheet or '(first)'} is empty")
+        raise ExtractError(f"extract file {path}: the sheet {sheet or '(first)'} is empty; its sheets are {sheets}. Choose one with --sheet")
     frame = frame.with_columns(pl.all().cast(pl.String))
     return frame, ReadInfo(path=str(path), format="excel", sheet=sheet or "(first sheet)")
 

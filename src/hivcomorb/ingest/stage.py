@@ -240,8 +240,10 @@ def run(ctx: RunContext) -> dict[str, Any]:
     options = dict(ctx.config.get(STAGE) or {})
     path = extract_path(ctx)
     if not path.is_file():
-        hint = "check source.path" if (ctx.config.get("source") or {}).get("kind") == "file" else "run the source stage first"
-        raise DataNotFoundError(f"extract not found at {path}; {hint}")
+        from_file = (ctx.config.get("source") or {}).get("kind") == "file"
+        hint = "check the EXTRACT argument or source.path in the dataset configuration" if from_file else "run the source stage first"
+        problem = "is a directory, not a file" if path.is_dir() else "not found"
+        raise DataNotFoundError(f"extract {path} {problem}; {hint}")
     mapping_setting = options.get("mapping")
     mapping_path = resolve_mapping_path(mapping_setting) if mapping_setting else None
     mapping = load_mapping(mapping_path, ctx.contract)
