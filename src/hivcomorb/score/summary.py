@@ -200,9 +200,9 @@ def render_html(result: Mapping[str, Any], contract: Contract) -> str:
     if counts["quarantine_rules"]:
         parts.append(
             hk.table(
-                ["Rule", "Rows"],
+                ["Rule", "Entries"],
                 sorted(counts["quarantine_rules"].items()),
-                caption="Quarantined rows by rule (see the quarantine file for row numbers)",
+                caption="Quarantine entries by rule; a row that breaks several rules has one entry per rule (see the quarantine file for row numbers)",
             )
         )
     for column, groups in counts["by_group"].items():
