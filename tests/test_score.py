@@ -495,3 +495,26 @@ def test_shap_values_unwrap_estimator_wrapper(scored):
     estimator = scored.bundles["aware"].estimators["diabetes"]
     matrix = scored.bundles["aware"].features(scored.cohort.head(10), scored.ctx.contract)
     np.testing.assert_array_equal(shap_values(Wrapper(estimator), matrix), shap_values(estimator, matrix))
+
+
+@pytest.mark.parametrize(
+    ("ood_rows", "expected"),
+    [
+        (0, "No scored row is out of distribution"),
+        (3, "3 scored rows (30.0%) are out of distribution"),
+    ],
+)
+def test_summary_sentences_out_of_distribution(ood_rows, expected):
+    from hivcomorb.score.summary import summary_sentences
+
+    result = {
+        "counts": {
+            "rows_read": 10,
+            "rows_scored": 10,
+            "rows_quarantined": 0,
+            "out_of_distribution": {"rows": ood_rows, "outside_training_range": ood_rows, "unlike_training_cohort": 0},
+        },
+        "stamps": {"model_name": "m", "model_version": "1", "setting": "aware", "contract_version": "1.0.0"},
+    }
+    sentences = summary_sentences(result)
+    assert any(s.startswith(expected) for s in sentences)

@@ -34,23 +34,28 @@ _COMMAND_MODULES = (
 )
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options every stage command shares: dataset config and device."""
+def add_common_arguments(parser: argparse.ArgumentParser, device: bool = True) -> None:
+    """Add the options every stage command shares: dataset config and, if it trains or predicts, device."""
     parser.add_argument(
         "--config",
         default="demo",
         help="dataset name (reads conf/<name>.yaml) or path to a YAML file (default: demo)",
     )
-    parser.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda"),
-        default=None,
-        help="device for the boosting models; auto uses a CUDA GPU when one is usable (default: from config)",
-    )
+    if device:
+        parser.add_argument(
+            "--device",
+            choices=("auto", "cpu", "cuda"),
+            default=None,
+            help="device for the boosting models; auto uses a CUDA GPU when one is usable (default: from config)",
+        )
 
 
 def context_from_args(args: argparse.Namespace, overrides: dict[str, Any] | None = None):
-    """Build a :class:`~hivcomorb.context.RunContext` from common arguments."""
+    """Build a :class:`~hivcomorb.context.RunContext` from common arguments.
+
+    The boosting device is resolved (and logged) only for commands that take
+    ``--device``; the others run on the CPU.
+    """
     from hivcomorb.config import deep_merge, load_config
     from hivcomorb.context import RunContext
     from hivcomorb.device import resolve_device
@@ -60,7 +65,7 @@ def context_from_args(args: argparse.Namespace, overrides: dict[str, Any] | None
         merged = deep_merge(merged, {"device": args.device})
     config = load_config(args.config, merged)
     ctx = RunContext.from_config(config)
-    ctx.device = resolve_device(str(config.get("device", "auto")))
+    ctx.device = resolve_device(str(config.get("device", "auto"))) if hasattr(args, "device") else "cpu"
     return ctx
 
 

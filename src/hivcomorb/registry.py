@@ -289,5 +289,5 @@ def register_cli(subparsers: Any) -> None:
         "register it as hivcomorb-<dataset>-<setting> with alias champion-<setting>, and write "
         "artifacts/<dataset>/register/registry.json.",
     )
-    add_common_arguments(parser)
+    add_common_arguments(parser, device=False)
     parser.set_defaults(func=_command)

@@ -266,5 +266,5 @@ def register_cli(subparsers: Any) -> None:
         description="Assemble reports/<dataset>/report.html, metrics.json and audit.json from the files the "
         "earlier stages wrote under artifacts/<dataset>/.",
     )
-    add_common_arguments(parser)
+    add_common_arguments(parser, device=False)
     parser.set_defaults(func=_command)

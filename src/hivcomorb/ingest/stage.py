@@ -435,7 +435,7 @@ def register_cli(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("extract", nargs="?", default=None, metavar="EXTRACT", help="extract file (.csv, .tsv, .txt, .parquet, .xlsx)")
-    add_common_arguments(parser)
+    add_common_arguments(parser, device=False)
     parser.add_argument("--mapping", default=None, metavar="FILE", help="site mapping YAML file (default: ingest.mapping, else identity)")
     parser.add_argument("--sheet", default=None, metavar="NAME", help="Excel sheet to read (default: the first sheet)")
     parser.add_argument("--encoding", default=None, metavar="ENC", help="text encoding of a CSV file, e.g. utf-8, cp1252, latin-1 (default: detected)")

@@ -156,7 +156,9 @@ def summary_sentences(result: Mapping[str, Any]) -> list[str]:
         f"data contract {stamps['contract_version']}).",
     ]
     ood = counts["out_of_distribution"]
-    if counts["rows_scored"]:
+    if counts["rows_scored"] and not ood["rows"]:
+        sentences.append("No scored row is out of distribution: none has a value outside the training range or is unlike the training cohort.")
+    elif counts["rows_scored"]:
         share = 100.0 * ood["rows"] / counts["rows_scored"]
         sentences.append(
             f"{ood['rows']} scored rows ({share:.1f}%) are out of distribution: {ood['outside_training_range']} with a value "
