@@ -180,3 +180,10 @@ def test_pipeline_quarantine_names_row_not_id(demo_run):
     quarantine = pd.read_csv(demo_run.artifacts / "ingest" / "quarantine.csv")
     assert quarantine["source_row"].tolist() == [11]
     assert quarantine["column"].tolist() == ["age"]
+
+
+@pytest.mark.slow
+def test_pipeline_keeps_mlflow_artifacts_beside_store(demo_run):
+    tmp = Path(demo_run.config["_test_tmp"])
+    assert not (tmp / "mlruns").exists()
+    assert any((tmp / "artifacts").rglob("MLmodel"))

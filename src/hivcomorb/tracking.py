@@ -126,6 +126,9 @@ def pipeline_run(experiment: str, run_name: str, tags: Mapping[str, str] | None 
 
     uri = configure()
     experiment_id = ensure_experiment(experiment)
+    # Logged models go to the active experiment, so it must be this one and
+    # not MLflow's default, whose artifacts land in ./mlruns.
+    mlflow.set_experiment(experiment_id=experiment_id)
     logger.info("Tracking to %s, experiment %r", _redact_uri(uri), experiment)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {})) as run:
         yield run
