@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         ["bench_train_scaling.py"] + (["--sizes", "2200", "22000"] if args.fast else []),
         ["bench_ingest.py"] + (["--rows", "100000"] if args.fast else []),
         ["bench_score.py"] + (["--rows", "100000", "--stream-rows", "0"] if args.fast else []),
+        ["bench_score_inprocess.py"] + (["--rows", "100000"] if args.fast else []),
     ]
     failed = []
     for plan in plans:
