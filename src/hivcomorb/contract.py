@@ -73,7 +73,7 @@ class Column:
         """Return the conversion from ``unit`` to the canonical unit.
 
         Returns ``None`` when ``unit`` is the canonical unit itself. Raises
-        :class:`ContractError` when the contract knows no such unit.
+        :class:`ContractError` when the contract has no such unit for the column.
         """
         if unit == self.unit:
             return None
@@ -216,13 +216,13 @@ def _apply_site(raw: dict[str, Any], site: Mapping[str, Any]) -> dict[str, Any]:
             raise ContractError(f"site extra column {extra['name']!r} is already in the contract")
         raw["columns"].append(dict(extra))
         by_name[extra["name"]] = raw["columns"][-1]
-    wanted = site.get("labels")
-    if wanted is not None:
+    site_labels = site.get("labels")
+    if site_labels is not None:
         known = [c["name"] for c in raw["columns"] if c.get("role") == "label"]
-        missing = [w for w in wanted if w not in known]
+        missing = [name for name in site_labels if name not in known]
         if missing:
             raise ContractError(f"site labels {missing} are not contract labels; declare them in extra_columns")
-        raw["columns"] = [c for c in raw["columns"] if c.get("role") != "label" or c["name"] in wanted]
+        raw["columns"] = [c for c in raw["columns"] if c.get("role") != "label" or c["name"] in site_labels]
     return raw
 
 

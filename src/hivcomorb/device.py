@@ -1,11 +1,11 @@
 """Choice of the compute device for gradient boosting.
 
 ``auto`` looks for a usable CUDA device once per process and falls back to
-the CPU with the reason logged. XGBoost cannot be asked whether a GPU is
-usable (``build_info()["USE_CUDA"]`` is true on CPU-only machines too, and
-``device="cuda"`` without a GPU only warns), so the check trains a one-round
-model on a tiny matrix and reads the device it actually used back from the
-booster's configuration.
+the CPU with the reason logged. XGBoost has no direct check: in XGBoost 3.4,
+``build_info()["USE_CUDA"]`` is true on CPU-only machines too, and
+``device="cuda"`` without a GPU only warns. So the check trains a one-round
+model on a tiny matrix and reads back, from the booster's configuration, the
+device it actually used.
 """
 
 from __future__ import annotations
@@ -51,9 +51,9 @@ def resolve_device(requested: str = "auto") -> str:
     Parameters
     ----------
     requested : {"auto", "cpu", "cuda"}
-        ``cuda`` is honoured only when a CUDA device is usable; otherwise the
-        run continues on the CPU with a warning, because a site's
-        configuration should not fail on a machine without a GPU.
+        ``cuda`` is honoured only when a CUDA device is usable. Otherwise the
+        run continues on the CPU with a warning, so that a site's
+        configuration does not fail on a machine without a GPU.
     """
     if requested not in DEVICES:
         raise ValueError(f"device {requested!r} is invalid; expected one of {DEVICES}")
