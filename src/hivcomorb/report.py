@@ -45,7 +45,7 @@ th{background:#eef3f8}caption{caption-side:top;text-align:left;font-weight:600;p
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.85em;color:#444}
 .runref{color:#777}.meta td:first-child{font-weight:600}.summary li{margin:.3em 0}
 .green{background:#d9f2d9}.amber{background:#ffe9b3}.red{background:#f7c6c6}.site{color:#8a5a00;font-style:italic}
-nav ol{columns:2}code{font-size:.9em}\n.table1{font-size:.8em}@media print{table{font-size:.75em}}
+nav ol{columns:2}code{font-size:.9em}\n.table1{font-size:.8em}@media print{table{font-size:.7em;max-width:100%}td,th{overflow-wrap:break-word}}
 """
 
 
