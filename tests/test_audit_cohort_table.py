@@ -60,7 +60,7 @@ def test_cohort_table_hides_all_cell_without_partner(contract):
     assert cells[ALL] == SUPPRESSED
 
 
-def test_cohort_table_small_left_out_group_hides_smallest_shown(contract):
+def test_cohort_table_hides_smallest_group(contract):
     # 4 patients of gender "other" are suppressed; without a second hidden group
     # their number would be all patients minus men minus women.
     gender = ["male"] * 60 + ["female"] * 36 + ["other"] * 4

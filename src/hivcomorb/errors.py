@@ -31,4 +31,4 @@ class ModelError(HivcomorbError):
 
 
 class DataNotFoundError(HivcomorbError):
-    """Input data that a stage needs is not where the configuration says."""
+    """Input data that a stage needs is missing from the configured location."""

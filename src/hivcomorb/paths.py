@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def project_root() -> Path:
-    """Return the folder that holds ``conf/`` and ``data_schema/``.
+    """Return the folder that contains ``conf/`` and ``data_schema/``.
 
     ``HIVCOMORB_HOME`` wins when set. Otherwise the checkout that contains this
     package (editable install) is used, then the current working directory.

@@ -2,8 +2,8 @@
 
 A pipeline file in ``pipelines/`` lists the stages in order and may override
 configuration (the quick pipeline trains XGBoost only). Each stage is a module
-with ``run(ctx) -> dict``; the returned summary contains counts and figures only,
-and is logged at INFO and tracked in the stage's child run.
+with ``run(ctx) -> dict``. The summary it returns contains counts and figures
+only; it is logged at INFO and tracked in the stage's child run.
 """
 
 from __future__ import annotations
@@ -131,3 +131,19 @@ def run_single_stage(ctx: RunContext, stage: str) -> int:
     ctx.run_ids = load_run_ids(ctx)
     run_stage(ctx, stage)
     return 0
+
+
+def add_stage_command(subparsers: Any, stage: str, help: str, description: str, device: bool = True) -> argparse.ArgumentParser:
+    """Add ``hivcomorb <stage>``, which runs that one stage with the common options.
+
+    Returns the parser so a stage can add options of its own.
+    """
+    from hivcomorb.cli import add_common_arguments, context_from_args
+
+    def command(args: argparse.Namespace) -> int:
+        return run_single_stage(context_from_args(args), stage)
+
+    parser = subparsers.add_parser(stage, help=help, description=description)
+    add_common_arguments(parser, device=device)
+    parser.set_defaults(func=command)
+    return parser

@@ -270,24 +270,18 @@ def report_section(ctx: RunContext) -> str:
     return "\n".join(parts)
 
 
-def _command(args: Any) -> int:
-    from hivcomorb.cli import context_from_args
-    from hivcomorb.pipeline import run_single_stage
-
-    ctx = context_from_args(args)
-    return run_single_stage(ctx, STAGE)
 
 
 def register_cli(subparsers: Any) -> None:
     """Add ``hivcomorb register``."""
-    from hivcomorb.cli import add_common_arguments
+    from hivcomorb.pipeline import add_stage_command
 
-    parser = subparsers.add_parser(
+    add_stage_command(
+        subparsers,
         "register",
         help="register the trained champions in the MLflow model registry",
         description="Log each champion bundle in artifacts/<dataset>/train/models/ as an MLflow pyfunc model, "
         "register it as hivcomorb-<dataset>-<setting> with alias champion-<setting>, and write "
         "artifacts/<dataset>/register/registry.json.",
+        device=False,
     )
-    add_common_arguments(parser, device=False)
-    parser.set_defaults(func=_command)

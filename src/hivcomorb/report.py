@@ -249,22 +249,17 @@ def run(ctx: RunContext) -> dict[str, Any]:
     return {"report": str(ctx.reports / "report.html"), "bytes": len(html_text.encode("utf-8"))}
 
 
-def _command(args: Any) -> int:
-    from hivcomorb.cli import context_from_args
-    from hivcomorb.pipeline import run_single_stage
-
-    return run_single_stage(context_from_args(args), "report")
 
 
 def register_cli(subparsers: Any) -> None:
     """Add ``hivcomorb report``."""
-    from hivcomorb.cli import add_common_arguments
+    from hivcomorb.pipeline import add_stage_command
 
-    parser = subparsers.add_parser(
+    add_stage_command(
+        subparsers,
         "report",
         help="write the auditor's report from the outputs of earlier stages",
         description="Assemble reports/<dataset>/report.html, metrics.json and audit.json from the files the "
         "earlier stages wrote under artifacts/<dataset>/.",
+        device=False,
     )
-    add_common_arguments(parser, device=False)
-    parser.set_defaults(func=_command)

@@ -200,22 +200,16 @@ def report_section(ctx: RunContext) -> str:
     return audit_sections(audit, ctx.artifacts / STAGE / "figures", run_id)
 
 
-def _command(args: Any) -> int:
-    from hivcomorb.cli import context_from_args
-    from hivcomorb.pipeline import run_single_stage
-
-    return run_single_stage(context_from_args(args), STAGE)
 
 
 def register_cli(subparsers: Any) -> None:
     """Add ``hivcomorb audit``."""
-    from hivcomorb.cli import add_common_arguments
+    from hivcomorb.pipeline import add_stage_command
 
-    parser = subparsers.add_parser(
+    add_stage_command(
+        subparsers,
         "audit",
         help="explain and audit the fairness of the champion models",
         description="Compute SHAP and permutation importance, group fairness metrics with bootstrap intervals and "
         "traffic lights, and mitigation candidates for both settings; write artifacts/<dataset>/audit/audit.json.",
     )
-    add_common_arguments(parser)
-    parser.set_defaults(func=_command)

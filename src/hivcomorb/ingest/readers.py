@@ -87,6 +87,18 @@ def read_extract(
     return frame
 
 
+def check_extract_file(path: str | Path) -> Path:
+    """Return ``path`` as a Path; raise ExtractError if it is not a non-empty file."""
+    path = Path(path)
+    if path.is_dir():
+        raise ExtractError(f"extract {path} is a directory, not a file; pass the extract file itself")
+    if not path.is_file():
+        raise ExtractError(f"extract file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ExtractError(f"extract file {path} is empty (0 bytes); export the extract again")
+    return path
+
+
 def read_extract_with_info(
     path: str | Path,
     *,
@@ -95,11 +107,7 @@ def read_extract_with_info(
     delimiter: str | None = None,
 ) -> tuple[pl.DataFrame, ReadInfo]:
     """Read an extract like :func:`read_extract` and also return how it was read."""
-    path = Path(path)
-    if not path.is_file():
-        raise ExtractError(f"extract file not found: {path}")
-    if path.stat().st_size == 0:
-        raise ExtractError(f"extract file {path} is empty (0 bytes); export the extract again")
+    path = check_extract_file(path)
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
         frame, info = _read_parquet(path)

@@ -16,23 +16,17 @@ from hivcomorb.probe.stage import run
 __all__ = ["run", "report_section", "register_cli"]
 
 
-def _command(args: Any) -> int:
-    from hivcomorb.cli import context_from_args
-    from hivcomorb.pipeline import run_single_stage
-
-    return run_single_stage(context_from_args(args), "probe")
 
 
 def register_cli(subparsers: Any) -> None:
     """Add ``hivcomorb probe``."""
-    from hivcomorb.cli import add_common_arguments
+    from hivcomorb.pipeline import add_stage_command
 
-    parser = subparsers.add_parser(
+    add_stage_command(
+        subparsers,
         "probe",
         help="test whether demographics can be recovered from lab values",
         description="Predict each demographic column from lab values (and labs plus social columns) with "
         "bootstrap intervals and permutation tests, and probe the demographic-unaware models for the same "
         "information. Reads the ingest and train outputs; writes artifacts/<dataset>/probe/probe.json.",
     )
-    add_common_arguments(parser)
-    parser.set_defaults(func=_command)

@@ -30,6 +30,7 @@ from hivcomorb.ingest.readers import (
     CSV_SUFFIXES,
     EXCEL_SUFFIXES,
     PARQUET_SUFFIXES,
+    check_extract_file,
     detect_delimiter,
     detect_encoding,
     read_extract,
@@ -168,10 +169,7 @@ def open_extract(
     path = Path(path)
     if chunk_rows < 1:
         raise ExtractError(f"chunk size must be at least 1 row, got {chunk_rows}; set --chunk-rows or score.chunk_rows")
-    if not path.is_file():
-        raise ExtractError(f"extract file not found: {path}")
-    if path.stat().st_size == 0:
-        raise ExtractError(f"extract file {path} is empty (0 bytes); export the extract again")
+    path = check_extract_file(path)
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
         return ExtractSource(path=path, format="parquet", chunk_rows=chunk_rows)

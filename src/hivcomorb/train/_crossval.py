@@ -166,15 +166,6 @@ def cross_validate(
     )
 
 
-def _fit_final_label(
-    features: np.ndarray,
-    target: np.ndarray,
-    inner_splits: Sequence[tuple[np.ndarray, np.ndarray]],
-    spec: ModelSpec,
-    options: FitOptions,
-) -> LabelFit:
-    return fit_label(features, target, inner_splits, spec, options)
-
 
 def fit_final(
     data: TrainingData,
@@ -204,7 +195,7 @@ def fit_final(
             others = [other for other in labels if other != label]
             inner_other = np.column_stack([first_stage[o].inner_probability for o in others]) if others else np.zeros((features.shape[0], 0))
             train_features = _with_other_labels(features, inner_other)
-        tasks.append(delayed(_fit_final_label)(train_features, data.labels[:, j], inner, spec, options))
+        tasks.append(delayed(fit_label)(train_features, data.labels[:, j], inner, spec, options))
     fits = dict(zip(labels, parallel(tasks)))
     if spec.label_dependence:
         for label, fit in fits.items():

@@ -411,24 +411,17 @@ def _make_figures(folder: Path, data, results, evaluation, champions, splits) ->
     return make_figures(folder, data, results, evaluation, champions, splits)
 
 
-def _command(args: Any) -> int:
-    from hivcomorb.cli import context_from_args
-    from hivcomorb.pipeline import run_single_stage
-
-    ctx = context_from_args(args)
-    return run_single_stage(ctx, "train")
 
 
 def register_cli(subparsers: Any) -> None:
     """Add ``hivcomorb train``."""
-    from hivcomorb.cli import add_common_arguments
+    from hivcomorb.pipeline import add_stage_command
 
-    parser = subparsers.add_parser(
+    add_stage_command(
+        subparsers,
         "train",
         help="cross-validate the models in both settings and save the champions",
         description="Cross-validate every model of train.models in the demographic-aware and -unaware settings on "
         "the ingested cohort, compare them with bootstrap confidence intervals, and save each setting's champion "
         "to artifacts/<dataset>/train/models/<setting>.joblib.",
     )
-    add_common_arguments(parser)
-    parser.set_defaults(func=_command)
