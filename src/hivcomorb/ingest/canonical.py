@@ -279,7 +279,7 @@ def _parse_ids(raw: pl.Series, id_column: str, opts: Mapping[str, Any]) -> tuple
                 id_column,
                 None,
                 rules.DUPLICATE_ID,
-                f"{counts['rows']} rows share {counts['ids']} patient ids; every such row is quarantined",
+                f"{counts['rows']} rows share {counts['ids']} repeated patient id(s); every such row is quarantined",
             )
         )
         logger.warning("Duplicate patient ids: %d rows share %d ids and were quarantined", counts["rows"], counts["ids"])
