@@ -31,6 +31,7 @@ SMALL_TRAIN = {
     "workers": 1,
     "threads_per_model": 1,
     "calibration": "sigmoid",
+    "champion_rule": "best",
     "zoo": {
         "xgboost": {"params": {"n_estimators": 20, "learning_rate": 0.1}, "grid": [{"max_depth": 2}]},
         "logistic_stacked": {"base": "logistic", "label_dependence": True},
@@ -270,6 +271,7 @@ def test_train_rerun_same_seed_identical(trained):
         ({"folds": 1}, "train.folds must be an integer of at least 2"),
         ({"repeats": 0}, "train.repeats"),
         ({"champion_metric": "accuracy"}, "train.champion_metric"),
+        ({"champion_rule": "simplest"}, "train.champion_rule must be one of"),
         ({"workers": 0}, "train.workers"),
         ({"threads_per_model": "many"}, "train.threads_per_model"),
         ({"alpha": 1.5}, "train.alpha"),

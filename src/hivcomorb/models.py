@@ -62,6 +62,9 @@ KINDS = ("prevalence", "logistic", "random_forest", "knn", "svm", "mlp", "xgboos
 BOOSTING_KINDS = ("xgboost", "lightgbm")
 CALIBRATION_METHODS = ("none", "sigmoid", "isotonic")
 TUNING_METRICS = ("auroc", "brier")
+# Simplicity rank of each kind for the one-standard-error champion rule; lower
+# is simpler to fit, check and explain. A stacked model ranks one above its base.
+COMPLEXITY = {"prevalence": 0, "logistic": 1, "knn": 2, "svm": 2, "random_forest": 3, "mlp": 3, "xgboost": 3, "lightgbm": 3}
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,11 @@ class ModelSpec:
     def candidates(self) -> list[dict[str, Any]]:
         """Return the full parameter set of each tuning candidate, in grid order."""
         return [{**self.params, **override} for override in self.grid]
+
+    @property
+    def complexity(self) -> int:
+        """Simplicity rank used by the one-standard-error champion rule (see :data:`COMPLEXITY`)."""
+        return COMPLEXITY[self.kind] + (1 if self.label_dependence else 0)
 
 
 def model_specs(train_config: Mapping[str, Any]) -> list[ModelSpec]:

@@ -99,7 +99,8 @@ def _command(args: argparse.Namespace) -> int:
     ctx = context_from_args(args, overrides=spec.get("overrides"))
     ctx.config["pipeline"] = "quick" if args.quick else args.pipeline
     run_pipeline(ctx, spec["stages"])
-    logger.info("Report: %s", ctx.reports / "report.html")
+    if "report" in spec["stages"]:
+        logger.info("Report: %s", ctx.reports / "report.html")
     return 0
 
 

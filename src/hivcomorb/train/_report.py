@@ -64,6 +64,21 @@ def results_table(document: Mapping[str, Any]) -> str:
     return htmlkit.table(["model", "setting", *(title for _, title in RESULT_COLUMNS)], rows, caption=caption)
 
 
+def champion_paragraph(document: Mapping[str, Any]) -> str:
+    """Return how each setting's champion was chosen."""
+    design = document["design"]
+    metric = dict(RESULT_COLUMNS).get(design["champion_metric"], design["champion_metric"])
+    if design.get("champion_rule", "best") == "one_se":
+        text = (
+            f"Each setting's champion is the simplest model whose {metric} is within one bootstrap standard error "
+            f"of the best model's (the one-standard-error rule; linear models count as simpler than tree ensembles "
+            f"and neural networks, and a stacked model as more complex than its base)."
+        )
+    else:
+        text = f"Each setting's champion is the model with the best {metric}."
+    return htmlkit.paragraph(text)
+
+
 def comparison_table(document: Mapping[str, Any]) -> str:
     """Return the "Does demographic information help?" table of paired differences."""
     rows = []
@@ -122,7 +137,7 @@ def report_section(ctx: RunContext) -> str:
     document = json.loads(path.read_text(encoding="utf-8"))
     run_id = load_run_ids(ctx).get("train")
     figures = ctx.artifacts / "train" / "figures"
-    body = [htmlkit.bullet_list(document["summary"]), results_table(document)]
+    body = [htmlkit.bullet_list(document["summary"]), results_table(document), champion_paragraph(document)]
     if document["skipped_labels"]:
         rows = [[label, info["reason"], info["positives"], info["negatives"], info["unknown"]] for label, info in document["skipped_labels"].items()]
         body.append(htmlkit.table(["label", "reason", "known positives", "known negatives", "unknown"], rows, caption="Labels not trained"))

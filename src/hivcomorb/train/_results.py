@@ -102,6 +102,9 @@ def compare(a: Scored, b: Scored, label_names: Sequence[str], alpha: float) -> d
     return result
 
 
+CHAMPION_RULES = ("best", "one_se")
+
+
 def choose_champion(blocks: Mapping[str, Mapping[str, Any]], setting: str, metric: str) -> str:
     """Return the model with the best ``metric`` in ``setting``; the first listed wins a tie.
 
@@ -116,3 +119,38 @@ def choose_champion(blocks: Mapping[str, Mapping[str, Any]], setting: str, metri
             best_name, best_value = name, value
     assert best_name is not None
     return best_name
+
+
+def choose_parsimonious_champion(
+    blocks: Mapping[str, Mapping[str, Any]],
+    scored: Mapping[tuple[str, str], Scored],
+    setting: str,
+    metric: str,
+    complexity: Mapping[str, int],
+) -> str:
+    """Return the simplest model within one standard error of the best ``metric`` in ``setting``.
+
+    This is the one-standard-error rule of model selection (as cited by the R
+    packages bestglm and cvTools from Hastie, Tibshirani and Friedman, The
+    Elements of Statistical Learning, 2nd ed., 2009). The standard error here
+    is that of the paired bootstrap difference between a model and the best
+    one on the same resamples. Among the models that close to the best, the
+    lowest ``complexity`` wins, then the better metric, then the first listed.
+    """
+    best = choose_champion(blocks, setting, metric)
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    best_scored = scored[(best, setting)]
+    best_value = sign * best_scored.estimate(metric)
+    if not np.isfinite(best_value):
+        return best
+    candidates = []
+    for order, name in enumerate(blocks):
+        value = sign * scored[(name, setting)].estimate(metric)
+        if not np.isfinite(value):
+            continue
+        differences = sign * (np.asarray(best_scored.boot[metric], dtype=float) - np.asarray(scored[(name, setting)].boot[metric], dtype=float))
+        differences = differences[np.isfinite(differences)]
+        standard_error = float(np.std(differences, ddof=1)) if differences.size >= 2 else 0.0
+        if best_value - value <= standard_error:
+            candidates.append((complexity[name], -value, order, name))
+    return min(candidates)[3] if candidates else best

@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,9 @@ from hivcomorb.train._crossval import CrossValResult, cross_validate, fit_final
 from hivcomorb.train._data import TrainingData, load_cohort, load_truth, prepare
 from hivcomorb.train._results import (
     Scored,
+    CHAMPION_RULES,
     choose_champion,
+    choose_parsimonious_champion,
     compare,
     flat_block,
     metrics_block,
@@ -53,6 +55,7 @@ class TrainSettings:
     bootstrap: int
     alpha: float
     champion_metric: str
+    champion_rule: str
     workers: int
     options: FitOptions
 
@@ -73,6 +76,9 @@ def read_settings(ctx: RunContext) -> TrainSettings:
     champion_metric = str(raw.get("champion_metric", "macro_f1"))
     if champion_metric not in CHAMPION_METRICS:
         raise ConfigError(f"train.champion_metric must be one of {CHAMPION_METRICS}, got {champion_metric!r}")
+    champion_rule = str(raw.get("champion_rule", "one_se"))
+    if champion_rule not in CHAMPION_RULES:
+        raise ConfigError(f"train.champion_rule must be one of {CHAMPION_RULES}, got {champion_rule!r}")
     alpha = float(raw.get("alpha", 0.05))
     if not 0 < alpha < 1:
         raise ConfigError(f"train.alpha must be between 0 and 1, got {alpha}")
@@ -106,6 +112,7 @@ def read_settings(ctx: RunContext) -> TrainSettings:
         bootstrap=integer("bootstrap", 1000, 2),
         alpha=alpha,
         champion_metric=champion_metric,
+        champion_rule=champion_rule,
         workers=workers,
         options=options,
     )
@@ -178,9 +185,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         _write_parquet(oof_table(data, reported_results, splits), out_dir / "oof.parquet")
 
         evaluation = evaluate_all(data, reported_results, splits, settings, ctx.seed, parallel)
-        champions = {
-            setting: choose_champion(evaluation["models"], setting, settings.champion_metric) for setting in SETTINGS
-        }
+        champions = {setting: _choose_champion(evaluation, setting, settings, specs) for setting in SETTINGS}
         bundles = {}
         for setting, name in champions.items():
             bundles[setting] = build_champion(ctx, data, setting, name, specs, settings, parallel, evaluation)
@@ -276,6 +281,14 @@ def evaluate_all(
     return {"models": models, "comparison": comparison, "scored": scored, "oracle": oracle, "oracle_scored": oracle_scored}
 
 
+def _choose_champion(evaluation: Mapping[str, Any], setting: str, settings: TrainSettings, specs: Sequence[ModelSpec]) -> str:
+    """Return the champion of ``setting`` by ``train.champion_rule``."""
+    if settings.champion_rule == "best":
+        return choose_champion(evaluation["models"], setting, settings.champion_metric)
+    complexity = {spec.name: spec.complexity for spec in specs}
+    return choose_parsimonious_champion(evaluation["models"], evaluation["scored"], setting, settings.champion_metric, complexity)
+
+
 def build_champion(
     ctx: RunContext,
     data: TrainingData,
@@ -316,6 +329,7 @@ def build_champion(
             "n_positive": {label: fits[label].n_positive for label in labels},
             "calibration": settings.options.calibration,
             "champion_metric": settings.champion_metric,
+            "champion_rule": settings.champion_rule,
             "champion_metric_value": metric_value,
             "inner_folds": settings.inner_folds,
             "seed": ctx.seed,
@@ -371,6 +385,7 @@ def train_document(
             "calibration": settings.options.calibration,
             "tuning_metric": settings.options.tuning_metric,
             "champion_metric": settings.champion_metric,
+            "champion_rule": settings.champion_rule,
             "stratification": "iterative multi-label stratification on known-positive and unknown indicators per label",
         },
         "models": {name: evaluation["models"][name] for name in evaluation["models"]},
