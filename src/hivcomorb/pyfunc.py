@@ -49,6 +49,9 @@ BUNDLE_ARTIFACT = "bundle"
 CONTRACT_ARTIFACT = "contract"
 OOD_ARTIFACT = "ood_detector"
 
+# Maximum number of row numbers listed per column in an invalid-category error.
+MAX_ROWS_IN_MESSAGE = 5
+
 # Distributions the pickled bundle and detector need when the model is loaded
 # in a fresh environment (``mlflow models serve``, a Spark executor).
 RUNTIME_DISTRIBUTIONS = ("mlflow", "numpy", "pandas", "scikit-learn", "xgboost", "lightgbm", "joblib", "pyyaml")
@@ -109,6 +112,37 @@ def canonical_input(frame: pd.DataFrame, contract: Contract, columns: Sequence[s
         else:
             out[name] = pd.to_numeric(series, errors="raise").astype("float64")
     return pd.DataFrame(out, index=frame.index)
+
+
+def check_categories(frame: pd.DataFrame, contract: Contract, columns: Sequence[str]) -> None:
+    """Raise :class:`~hivcomorb.errors.ModelError` when a category column contains a value outside the contract.
+
+    The feature matrix has one indicator per contract category, so a site
+    code such as ``F`` would otherwise be encoded as no category at all and
+    scored without a warning. Missing values are allowed and count as
+    ``unknown``. The message names the columns and input row numbers (row 1 is
+    the first row) but not the values, because a caller may send anything in
+    them.
+    """
+    problems = []
+    for name in columns:
+        col = contract.column(name)
+        if col.dtype != "category":
+            continue
+        series = frame[name]
+        invalid = (series.notna() & ~series.astype(object).isin(col.categories)).to_numpy()
+        if not invalid.any():
+            continue
+        rows = (np.flatnonzero(invalid) + 1).tolist()
+        listed_rows = ", ".join(str(r) for r in rows[:MAX_ROWS_IN_MESSAGE])
+        if len(rows) > MAX_ROWS_IN_MESSAGE:
+            listed_rows += f" and {len(rows) - MAX_ROWS_IN_MESSAGE} more"
+        problems.append(f"{name!r} in row(s) {listed_rows} (allowed: {', '.join(col.categories)})")
+    if problems:
+        raise ModelError(
+            "invalid category values in column " + "; column ".join(problems) + ". Recode site values to the "
+            "contract's categories before scoring, as the recodes of a mapping file do for 'hivcomorb ingest'"
+        )
 
 
 def signature_for(bundle: ModelBundle, contract: Contract):
@@ -232,15 +266,16 @@ class OutOfDistributionDetector:
         return scores, scores < self.threshold
 
 
-# TODO: mlflow.pyfunc.spark_udf over this model has not been run, because
-# pyspark is not installed in the development environment. Test it in Spark
-# local mode with a struct result type of the p_<label> doubles.
+# NOTE: when a request lacks a signature column, MLflow 3.17.2 raises before
+# predict runs, and its scoring server copies the text of the request frame
+# into the 400 response. That text shows every column sent, patient_id too if
+# the caller sent it, so send only the signature's columns to a served model.
 class HivcomorbModel(mlflow.pyfunc.PythonModel):
     """MLflow ``python_function`` model over a :class:`~hivcomorb.bundle.ModelBundle`.
 
-    ``predict`` takes a canonical frame whose columns the signature has
-    already checked and returns a frame of ``p_<label>`` probabilities,
-    with the input's index.
+    ``predict`` takes a canonical frame whose columns and types the signature
+    has already checked, rejects category values outside the contract and
+    returns a frame of ``p_<label>`` probabilities with the input's index.
     """
 
     def __init__(self) -> None:
@@ -299,8 +334,16 @@ class HivcomorbModel(mlflow.pyfunc.PythonModel):
         -------
         DataFrame
             One float64 column ``p_<label>`` per label, values in [0, 1].
+
+        Raises
+        ------
+        ModelError
+            When a category column contains a value outside the contract's
+            categories (see :func:`check_categories`).
         """
         bundle = self.bundle
-        frame = canonical_input(pd.DataFrame(model_input), self.contract, bundle.input_columns)
+        model_input = pd.DataFrame(model_input)
+        check_categories(model_input, self.contract, bundle.input_columns)
+        frame = canonical_input(model_input, self.contract, bundle.input_columns)
         probabilities = bundle.predict_proba(frame, self.contract)
         return probabilities.rename(columns={label: probability_column(label) for label in bundle.labels})
