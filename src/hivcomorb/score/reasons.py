@@ -1,11 +1,10 @@
 """Per-patient reasons for a flag: the input columns with the largest SHAP values.
 
-SHAP values come from TreeSHAP as XGBoost (``pred_contribs``) and LightGBM
-(``pred_contrib``) compute it natively, which gives the same values as
-``shap.TreeExplainer`` on these models and runs multi-threaded in C++; other
-tree ensembles go through ``shap.TreeExplainer``. Values are in log-odds of the
-uncalibrated model. A calibrator maps log-odds to probability monotonically, so
-the direction of each reason holds for the calibrated probability too.
+SHAP values come from :func:`hivcomorb.score.explainers.shap_values`, which
+explains every model kind the zoo can make a champion, in log-odds of the
+model before calibration. A calibrator maps log-odds to probability
+monotonically, so the direction of each reason holds for the calibrated
+probability too.
 
 The one-hot indicators of a category column are summed back into that column
 (SHAP values are additive), so a reason reads ``ethnicity=black_african raises
@@ -14,96 +13,19 @@ risk`` rather than naming an indicator.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import polars as pl
 
 from hivcomorb.contract import UNKNOWN, Contract
-from hivcomorb.errors import ModelError
+from hivcomorb.score.explainers import shap_values
+
+__all__ = ["LOWERS", "RAISES", "ValueTexts", "column_groups", "shap_values", "top_reasons"]
 
 RAISES = "raises risk"
 LOWERS = "lowers risk"
-
-
-def shap_values(estimator: Any, matrix: pd.DataFrame) -> np.ndarray:
-    """Return the SHAP values of the positive class, one column per feature, in log-odds.
-
-    Parameters
-    ----------
-    estimator : fitted binary classifier
-        XGBoost or LightGBM classifier, a scikit-learn tree ensemble, a
-        :class:`~sklearn.calibration.CalibratedClassifierCV`, a
-        :class:`~sklearn.pipeline.Pipeline` ending in one of those, or a
-        wrapper whose ``estimator`` attribute is one of those.
-    matrix : DataFrame
-        Encoded features in the bundle's feature order.
-
-    Raises
-    ------
-    ModelError
-        If the estimator is of a kind that has no tree explainer.
-    """
-    module = type(estimator).__module__
-    if module.startswith("xgboost"):
-        import xgboost as xgb
-
-        booster = estimator.get_booster()
-        # A booster fitted on an array has no feature names and rejects a named matrix.
-        features = matrix if booster.feature_names is not None else matrix.to_numpy(dtype=np.float32)
-        data = xgb.DMatrix(features, missing=np.nan, nthread=int(estimator.get_params().get("n_jobs") or 0))
-        return booster.predict(data, pred_contribs=True)[:, :-1]
-    if module.startswith("lightgbm"):
-        values = estimator.predict(matrix.to_numpy(dtype=np.float32), pred_contrib=True)
-        return np.asarray(values)[:, :-1]
-    if hasattr(estimator, "second_stage"):
-        # TODO: explain stacked label models. Their second stage also reads the
-        # other labels' first-stage probabilities, which are not input columns.
-        raise ModelError(f"reasons are not available for a stacked {type(estimator).__name__} model; score with --no-reasons")
-    inner = getattr(estimator, "estimator", None)
-    if inner is not None and hasattr(inner, "predict_proba"):
-        # A wrapper of one estimator, such as training's estimator-plus-calibrator.
-        # Its calibrator maps probability monotonically, so directions still hold.
-        return shap_values(inner, matrix)
-    calibrated = getattr(estimator, "calibrated_classifiers_", None)
-    if calibrated:
-        return np.mean([shap_values(c.estimator, matrix) for c in calibrated], axis=0)
-    steps = getattr(estimator, "steps", None)
-    if steps:
-        transformed: Any = matrix
-        for _name, step in steps[:-1]:
-            transformed = step.transform(transformed)
-        transformed = np.asarray(transformed)
-        if transformed.shape[1] != matrix.shape[1]:
-            raise ModelError(
-                f"the pipeline {[n for n, _ in steps]} changes the number of features, so its SHAP values "
-                "cannot be mapped to input columns; score with --no-reasons"
-            )
-        return shap_values(steps[-1][1], pd.DataFrame(transformed, columns=matrix.columns, index=matrix.index))
-    return _tree_explainer_values(estimator, matrix)
-
-
-def _tree_explainer_values(estimator: Any, matrix: pd.DataFrame) -> np.ndarray:
-    import shap
-
-    try:
-        explainer = shap.TreeExplainer(estimator)
-    except Exception as exc:  # shap raises bare Exception for unsupported model types
-        # TODO: explain linear and neural champions. They need a background sample
-        # of the training cohort (shap.LinearExplainer, KernelExplainer), which the bundle lacks.
-        raise ModelError(
-            f"reasons are not available for a {type(estimator).__name__} model ({exc}); score with --no-reasons"
-        ) from exc
-    values = explainer.shap_values(matrix.to_numpy(dtype=np.float64), check_additivity=False)
-    # shap returns a list per class or an (n, features, classes) array for
-    # some classifiers, and one (n, features) array for others.
-    if isinstance(values, list):
-        values = values[-1]
-    values = np.asarray(values)
-    if values.ndim == 3:
-        values = values[:, :, -1]
-    return values
 
 
 def column_groups(feature_names: Sequence[str], input_columns: Sequence[str], contract: Contract) -> list[tuple[str, list[int]]]:
