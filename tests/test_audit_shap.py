@@ -158,3 +158,18 @@ def test_positive_class_keeps_positive_values(raw):
 def test_positive_class_rejects_wrong_shape():
     with pytest.raises(ModelError, match="shape"):
         positive_class(np.zeros((5, 3)), 4, 3)
+
+
+def test_zoo_logistic_with_indicators_is_linear(data):
+    """The zoo's logistic pipeline adds missing-value indicators; they fold back into their lab."""
+    from hivcomorb.models import FitOptions, ModelSpec, make_estimator
+
+    X, labels = data
+    spec = ModelSpec(name="lasso", kind="logistic", log_features=True, params={"C": 0.5, "l1_ratio": 1.0, "solver": "liblinear"})
+    model = make_estimator(spec, spec.params, 1.0, FitOptions()).fit(X.to_numpy(), labels["a"])
+    assert model.named_steps["impute"].indicator_.features_.size > 0
+    values, kind = estimator_attributions(model, X.to_numpy())
+    assert kind == LINEAR
+    assert values.shape == (N_ROWS, N_FEATURES, 1)
+    offset = _margin(model, X.to_numpy()) - values[:, :, 0].sum(axis=1)
+    assert np.ptp(offset) < 1e-6

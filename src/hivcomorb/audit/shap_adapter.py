@@ -127,15 +127,21 @@ def _tree_values(estimator: Any, matrix: pd.DataFrame | np.ndarray, n_features: 
 def _linear_values(
     estimator: Any, matrix: np.ndarray, background: np.ndarray, n_features: int, columns: list[str] | None
 ) -> np.ndarray | None:
+    # Imported here because the scoring package imports this module.
+    from hivcomorb.score.explainers import output_sources, sum_by_source
+
     pre, final = _split_pipeline(estimator)
     data = matrix if pre is None else np.asarray(pre.transform(_framed(matrix, columns, pre)), dtype=np.float64)
     base = background if pre is None else np.asarray(pre.transform(_framed(background, columns, pre)), dtype=np.float64)
-    if data.shape[1] != n_features or np.isnan(data).any():
-        # A preprocessing step that adds, drops or leaves missing columns
-        # breaks the one-to-one map back to the input features.
+    sources = np.arange(n_features) if pre is None else output_sources(pre, n_features)
+    if sources is None or sources.size != data.shape[1] or np.isnan(data).any():
+        # A preprocessing step whose output columns cannot be traced to one
+        # input feature each, or that leaves missing values, is not explained here.
         return None
     explainer = shap.LinearExplainer(final, base)
-    return positive_class(explainer.shap_values(data), matrix.shape[0], n_features)
+    values = positive_class(explainer.shap_values(data), matrix.shape[0], data.shape[1])
+    # A missing-value indicator's attribution is added to its lab's, so each column is an input feature.
+    return np.stack([sum_by_source(values[:, :, k], sources, n_features) for k in range(values.shape[2])], axis=2)
 
 
 def _agnostic_values(estimator: Any, matrix: np.ndarray, background: np.ndarray, seed: int, columns: list[str] | None) -> np.ndarray:
