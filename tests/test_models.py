@@ -16,8 +16,10 @@ from hivcomorb.models import (
     ModelSpec,
     StackedLabelModel,
     fit_label,
+    make_calibrator,
     make_estimator,
     model_specs,
+    stack_features,
     xgboost_estimator,
 )
 from hivcomorb.splits import make_splits
@@ -172,6 +174,20 @@ def test_bundle_save_moves_stacked_model_to_cpu(tmp_path):
     bundle = ModelBundle("aware", "x", ["a"], [], [], {"a": stacked}, {"a": 0.5}, "1")
     loaded = ModelBundle.load(bundle.save(tmp_path / "b.joblib"))
     assert loaded.estimators["a"].first_stage["b"].estimator.get_params()["device"] == "cpu"
+
+
+def test_stacked_model_reads_uncalibrated_first_stage():
+    """The second stage was trained on uncalibrated inner probabilities, so it must read those at prediction."""
+    features, labels = make_features()
+    known = np.isfinite(labels[:, 0])
+    spec = ModelSpec(name="x", kind="xgboost", params=SMALL_PARAMS["xgboost"])
+    estimator = make_estimator(spec, spec.params, 1.0, FitOptions()).fit(features[known], labels[known, 0])
+    raw = estimator.predict_proba(features)[:, 1]
+    calibrator = make_calibrator("isotonic").fit(raw[known], labels[known, 0])
+    base = LabelModel(estimator, calibrator)
+    assert not np.allclose(base.predict_proba(features)[:, 1], raw)
+    stacked = stack_features(features, {"b": base}, ["b"])
+    np.testing.assert_allclose(stacked[:, -1], raw.astype(np.float32))
 
 
 # ---------------------------------------------------------------------------

@@ -361,10 +361,13 @@ class LabelModel(BaseEstimator):
         self.estimator = estimator
         self.calibrator = calibrator
 
+    def uncalibrated_probability(self, features: Any) -> np.ndarray:
+        """Return the estimator's positive-class probability before calibration."""
+        return _positive_proba(self.estimator, np.asarray(features, dtype=np.float32))
+
     def predict_proba(self, features: Any) -> np.ndarray:
         """Return ``[P(y=0), P(y=1)]`` for each row."""
-        matrix = np.asarray(features, dtype=np.float32)
-        probability = _positive_proba(self.estimator, matrix)
+        probability = self.uncalibrated_probability(features)
         if self.calibrator is not None:
             probability = np.clip(self.calibrator.predict(probability), 0.0, 1.0)
         return np.column_stack([1 - probability, probability])
@@ -406,11 +409,21 @@ class StackedLabelModel:
 
 
 def stack_features(matrix: np.ndarray, first_stage: Mapping[str, Any], other_labels: Sequence[str]) -> np.ndarray:
-    """Append the first stage's probability of each of ``other_labels`` to ``matrix``."""
-    extra = [first_stage[label].predict_proba(matrix)[:, 1] for label in other_labels]
+    """Append the first stage's probability of each of ``other_labels`` to ``matrix``.
+
+    The probabilities are taken before calibration, as the second stage was
+    trained on the first stage's uncalibrated inner out-of-fold probabilities.
+    """
+    extra = [_first_stage_probability(first_stage[label], matrix) for label in other_labels]
     if not extra:
         return matrix
     return np.column_stack([matrix, np.column_stack(extra).astype(np.float32)])
+
+
+def _first_stage_probability(model: Any, matrix: np.ndarray) -> np.ndarray:
+    if isinstance(model, LabelModel):
+        return model.uncalibrated_probability(matrix)
+    return model.predict_proba(matrix)[:, 1]
 
 
 # ---------------------------------------------------------------------------
