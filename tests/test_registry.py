@@ -255,11 +255,14 @@ def test_pyfunc_unwraps_to_hivcomorb_model(aware_pyfunc):
     assert model.bundle.setting == "aware"
 
 
-def test_pyfunc_signature_rejects_missing_column(registered, aware_pyfunc):
+def test_pyfunc_missing_column_names_it(registered, aware_pyfunc):
     bundle = registered.bundles["aware"]
     frame = canonical_input(registered.cohort.head(3), registered.ctx.contract, bundle.input_columns)
-    with pytest.raises(mlflow.exceptions.MlflowException, match="gender"):
-        aware_pyfunc.predict(frame.drop(columns=["gender"]))
+    frame = frame.drop(columns=["age", "gender"]).assign(patient_id=["PID-1-SECRET", "PID-2-SECRET", "PID-3-SECRET"])
+    with pytest.raises(ModelError) as caught:
+        aware_pyfunc.predict(frame)
+    assert "missing input column(s) 'age', 'gender'" in str(caught.value)
+    assert "SECRET" not in str(caught.value)
 
 
 def test_pyfunc_unaware_ignores_demographics(registered):
@@ -271,11 +274,25 @@ def test_pyfunc_unaware_ignores_demographics(registered):
     np.testing.assert_array_equal(model.predict(with_demographics).to_numpy(), model.predict(without).to_numpy())
 
 
-def test_pyfunc_signature_types(aware_pyfunc):
-    inputs = {spec.name: spec.type.name for spec in aware_pyfunc.metadata.get_input_schema().inputs}
-    assert inputs["gender"] == "string"
-    assert inputs["deprivation_quintile"] == "double"
-    assert inputs["hba1c"] == "double"
+def test_pyfunc_signature_inputs_optional_any(registered, aware_pyfunc):
+    from mlflow.types.schema import AnyType
+
+    schema = aware_pyfunc.metadata.get_input_schema()
+    assert schema.input_names() == registered.bundles["aware"].input_columns
+    assert all(isinstance(spec.type, AnyType) for spec in schema.inputs)
+    assert schema.required_input_names() == []
+
+
+def test_pyfunc_accepts_nullable_integers(registered, aware_pyfunc):
+    """An ingested cohort stores deprivation_quintile as Int64 with missing values, which predict converts."""
+    bundle = registered.bundles["aware"]
+    cohort = registered.cohort.head(20)
+    frame = canonical_input(cohort, registered.ctx.contract, bundle.input_columns)
+    quintiles = frame["deprivation_quintile"].round().astype("Int64")
+    quintiles.iloc[0] = pd.NA
+    with_integers = frame.assign(deprivation_quintile=quintiles)
+    with_doubles = frame.assign(deprivation_quintile=quintiles.astype("float64"))
+    np.testing.assert_array_equal(aware_pyfunc.predict(with_integers).to_numpy(), aware_pyfunc.predict(with_doubles).to_numpy())
 
 
 @pytest.mark.slow

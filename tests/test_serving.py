@@ -19,6 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -54,7 +55,7 @@ def model_uri(registered: Registered, setting: str = "aware") -> str:
 
 
 def request_rows(registered: Registered) -> pd.DataFrame:
-    """Return canonical rows with the aware model's input columns, typed as its signature."""
+    """Return canonical rows with the aware model's input columns, typed as :func:`canonical_input` returns them."""
     bundle = registered.bundles["aware"]
     return canonical_input(registered.cohort.head(N_ROWS), registered.ctx.contract, bundle.input_columns)
 
@@ -106,6 +107,45 @@ def test_pyfunc_rejects_unknown_category(registered):
     model = mlflow.pyfunc.load_model(model_uri(registered))
     with pytest.raises(ModelError, match="'gender'"):
         model.predict(frame)
+
+
+def test_canonical_input_accepts_numeric_text(registered):
+    frame = request_rows(registered).astype({"hba1c": object, "deprivation_quintile": object})
+    frame.loc[frame.index[0], "hba1c"] = "41.5"
+    frame.loc[frame.index[1], "hba1c"] = None
+    frame.loc[frame.index[2], "deprivation_quintile"] = Decimal("3")
+    converted = canonical_input(frame, registered.ctx.contract, list(frame.columns))
+    assert converted["hba1c"].dtype == np.float64
+    assert converted["hba1c"].iloc[0] == 41.5
+    assert np.isnan(converted["hba1c"].iloc[1])
+    assert converted["deprivation_quintile"].iloc[2] == 3.0
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["<20.5", "PID-0001-SECRET", "", True, [42.5]],
+    ids=["censored-text", "patient-id", "empty-text", "boolean", "list"],
+)
+def test_canonical_input_rejects_non_numbers(registered, value):
+    frame = request_rows(registered).astype({"hba1c": object})
+    for row in (0, 2):
+        frame.at[frame.index[row], "hba1c"] = value
+    with pytest.raises(ModelError) as caught:
+        canonical_input(frame, registered.ctx.contract, list(frame.columns))
+    message = str(caught.value)
+    assert "values that are not numbers in column 'hba1c' in row(s) 1, 3 (expected a number in mmol/mol)" in message
+    if value != "":
+        assert str(value) not in message
+
+
+def test_pyfunc_non_number_hides_values(registered):
+    frame = request_rows(registered).astype({"age": object}).assign(patient_id=PATIENT_IDS)
+    frame.loc[frame.index[1], "age"] = PATIENT_IDS[1]
+    model = mlflow.pyfunc.load_model(model_uri(registered))
+    with pytest.raises(ModelError) as caught:
+        model.predict(frame)
+    assert "column 'age' in row(s) 2 (expected a number in years)" in str(caught.value)
+    assert "SECRET" not in str(caught.value)
 
 
 # mlflow models serve
@@ -221,20 +261,67 @@ def test_serve_ignores_extra_patient_id(server, registered, expected):
 def test_serve_missing_column_names_it(server, registered):
     status, body = server.post(split_payload(request_rows(registered).drop(columns=["gender"])))
     assert status == 400
-    assert "Model is missing inputs ['gender']" in json.loads(body)["message"]
+    assert "missing input column(s) 'gender'" in body
+
+
+@pytest.mark.slow
+def test_serve_missing_column_hides_patient_id(server, registered):
+    frame = request_rows(registered).drop(columns=["gender"]).assign(patient_id=PATIENT_IDS)
+    status, body = server.post(split_payload(frame))
+    assert status == 400
+    assert "missing input column(s) 'gender'" in body
+    assert "SECRET" not in body
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("orient", ["split", "records"])
+def test_serve_non_number_hides_values(server, registered, orient):
+    frame = request_rows(registered).astype({"hba1c": object, "age": object}).assign(patient_id=PATIENT_IDS)
+    frame.loc[frame.index[2], "hba1c"] = "<20.5"
+    frame.loc[frame.index[4], "age"] = PATIENT_IDS[4]
+    payload = json.loads(frame.to_json(orient=orient, index=False))
+    status, body = server.post({f"dataframe_{orient}": payload})
+    assert status == 400
+    assert "column 'age' in row(s) 5 (expected a number in years)" in body
+    assert "column 'hba1c' in row(s) 3 (expected a number in mmol/mol)" in body
+    assert "SECRET" not in body
+    assert "20.5" not in body
+    for value in frame["hba1c"].drop(frame.index[2]).dropna():
+        assert json.dumps(value) not in body
+
+
+@pytest.mark.slow
+def test_serve_csv_rejected_without_values(server, registered):
+    """MLflow 3.17.2 reads CSV with one pandas type per signature column, which an ``Any`` column lacks."""
+    frame = request_rows(registered).assign(patient_id=PATIENT_IDS)
+    request = urllib.request.Request(
+        f"{server.url}/invocations",
+        data=frame.to_csv(index=False).encode("utf-8"),
+        headers={"Content-Type": "text/csv"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S)
+    body = caught.value.read().decode("utf-8")
+    assert caught.value.code == 400
+    assert "Failed to get pandas types" in body
+    assert "SECRET" not in body
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="MLflow 3.17.2's scoring server puts the text of the request frame into a schema error, "
-    "so patient_id values sent with the request come back in the response",
+    reason="MLflow 3.17.2's scoring server copies a request body that is not valid JSON into its 400 response",
 )
-def test_serve_missing_column_hides_patient_id(server, registered):
-    frame = request_rows(registered).drop(columns=["gender"]).assign(patient_id=PATIENT_IDS)
-    status, body = server.post(split_payload(frame))
-    assert status == 400
-    assert "SECRET" not in body
+def test_serve_invalid_json_hides_body(server, registered):
+    request = urllib.request.Request(
+        f"{server.url}/invocations",
+        data=b'{"dataframe_records": [{"patient_id": "PID-0001-SECRET"',
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S)
+    assert caught.value.code == 400
+    assert "SECRET" not in caught.value.read().decode("utf-8")
 
 
 @pytest.mark.slow
@@ -307,52 +394,98 @@ def collect_probabilities(scored) -> pd.DataFrame:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("by_name", [True, False], ids=["columns-from-signature", "columns-passed"])
+@pytest.mark.parametrize("by_name", [True, False], ids=["column-names", "column-objects"])
 def test_spark_udf_equals_pyfunc_predict(spark, score_udf, registered, expected, by_name):
     from pyspark.sql import functions as F
 
     frame = request_rows(registered)
     rows = spark_rows(spark, frame).repartition(2)
-    applied = score_udf() if by_name else score_udf(*[F.col(c) for c in frame.columns])
+    applied = score_udf(*frame.columns) if by_name else score_udf(*[F.col(c) for c in frame.columns])
     probabilities = collect_probabilities(rows.select("row", applied.alias("p")))
     assert list(probabilities.columns) == list(expected.columns)
     np.testing.assert_allclose(probabilities.to_numpy(), expected.to_numpy(), rtol=0, atol=TOLERANCE)
 
 
 @pytest.mark.slow
-def test_spark_udf_ingested_cohort_after_cast(spark, score_udf, registered, expected, tmp_path):
-    """The README's recipe: read an ingested cohort, cast inputs to the signature's types, score."""
-    from pyspark.sql import functions as F
+def test_spark_udf_without_columns_rejected(spark, score_udf):
+    """MLflow 3.17.2 rejects a UDF call without columns when the signature has optional columns."""
+    with pytest.raises(mlflow.exceptions.MlflowException, match="signature contains optional columns"):
+        score_udf()
 
+
+@pytest.mark.slow
+def test_spark_udf_ingested_cohort(spark, score_udf, registered, expected, tmp_path):
+    """The README's recipe: read an ingested cohort, with its bigint column, and score it by column name."""
     cohort = registered.cohort.head(N_ROWS).assign(
         patient_id=PATIENT_IDS, deprivation_quintile=registered.cohort["deprivation_quintile"].head(N_ROWS).astype("Int64")
     )
     cohort.to_parquet(tmp_path / "cohort.parquet", index=False)
     signature = mlflow.models.get_model_info(model_uri(registered)).signature
-    casts = [F.col(spec.name).cast(spec.type.name).alias(spec.name) for spec in signature.inputs.inputs]
     ingested = spark.read.parquet(str(tmp_path / "cohort.parquet"))
     assert dict(ingested.dtypes)["deprivation_quintile"] == "bigint"
-    scored = ingested.select("patient_id", score_udf(*casts).alias("p")).select("patient_id", "p.*").toPandas()
+    scored = (
+        ingested.select("patient_id", score_udf(*signature.inputs.input_names()).alias("p"))
+        .select("patient_id", "p.*")
+        .toPandas()
+    )
     assert scored["patient_id"].tolist() == PATIENT_IDS
     np.testing.assert_allclose(scored[expected.columns].to_numpy(), expected.to_numpy(), rtol=0, atol=TOLERANCE)
 
 
 @pytest.mark.slow
-def test_spark_udf_bigint_column_names_it(spark, score_udf, registered):
+def test_spark_udf_non_number_hides_values(spark, score_udf, registered):
     from pyspark.errors import PythonException
-    from pyspark.sql import functions as F
 
-    rows = spark_rows(spark, request_rows(registered)).withColumn(
-        "deprivation_quintile", F.col("deprivation_quintile").cast("bigint")
-    )
-    with pytest.raises(PythonException, match="Incompatible input types for column deprivation_quintile"):
-        rows.select("row", score_udf().alias("p")).collect()
+    frame = request_rows(registered)
+    ages = [None if pd.isna(age) else str(age) for age in frame["age"]]
+    ages[3] = PATIENT_IDS[3]
+    rows = spark_rows(spark, frame.assign(age=pd.Series(ages, index=frame.index, dtype=object)))
+    with pytest.raises(PythonException) as caught:
+        rows.select("row", score_udf(*frame.columns).alias("p")).collect()
+    assert "column 'age' in row(s)" in str(caught.value)
+    assert "SECRET" not in str(caught.value)
+
+
+@pytest.mark.slow
+def test_spark_udf_short_column_list_scores_missing(spark, score_udf, registered):
+    """MLflow 3.17.2 matches UDF columns to the signature by position and fills the columns left off the end with nulls."""
+    frame = request_rows(registered)
+    last = frame.columns[-1]
+    rows = spark_rows(spark, frame)
+    probabilities = collect_probabilities(rows.select("row", score_udf(*frame.columns[:-1]).alias("p")))
+    without_last = mlflow.pyfunc.load_model(model_uri(registered)).predict(frame.assign(**{last: np.nan}))
+    np.testing.assert_allclose(probabilities.to_numpy(), without_last.to_numpy(), rtol=0, atol=TOLERANCE)
+
+
+def test_pyfunc_logs_all_null_column_once(registered, caplog):
+    """A column with no value in a large batch is logged, because a short spark_udf column list looks like that."""
+    from hivcomorb.pyfunc import EMPTY_COLUMN_MIN_ROWS
+
+    frame = request_rows(registered)
+    batch = pd.concat([frame] * (EMPTY_COLUMN_MIN_ROWS // len(frame) + 1), ignore_index=True)
+    last = batch.columns[-1]
+    model = mlflow.pyfunc.load_model(model_uri(registered))
+    with caplog.at_level("WARNING", logger="hivcomorb.pyfunc"):
+        model.predict(batch.assign(**{last: np.nan}))
+        model.predict(batch.assign(**{last: np.nan}))
+    warnings = [record for record in caplog.records if "null in all" in record.getMessage()]
+    assert len(warnings) == 1
+    assert repr(last) in warnings[0].getMessage()
+
+
+def test_pyfunc_small_batch_null_column_not_logged(registered, caplog):
+    frame = request_rows(registered)
+    model = mlflow.pyfunc.load_model(model_uri(registered))
+    with caplog.at_level("WARNING", logger="hivcomorb.pyfunc"):
+        model.predict(frame.assign(**{frame.columns[-1]: np.nan}))
+    assert not [record for record in caplog.records if "null in all" in record.getMessage()]
 
 
 @pytest.mark.slow
 def test_spark_udf_missing_column_names_it(spark, score_udf, registered):
     from pyspark.errors import AnalysisException
 
-    rows = spark_rows(spark, request_rows(registered).drop(columns=["gender"]))
+    frame = request_rows(registered)
+    rows = spark_rows(spark, frame.drop(columns=["gender"]))
     with pytest.raises(AnalysisException, match="`gender` cannot be resolved"):
-        rows.select("row", score_udf().alias("p")).collect()
+        rows.select("row", score_udf(*frame.columns).alias("p")).collect()

@@ -49,7 +49,11 @@ BUNDLE_ARTIFACT = "bundle"
 CONTRACT_ARTIFACT = "contract"
 OOD_ARTIFACT = "ood_detector"
 
-# Maximum number of row numbers listed per column in an invalid-category error.
+# Smallest batch in which an input column with no value at all is logged as a
+# likely caller mistake; a few rows may lack a rarely measured lab by chance.
+EMPTY_COLUMN_MIN_ROWS = 50
+
+# Maximum number of row numbers listed per column in an invalid-input error.
 MAX_ROWS_IN_MESSAGE = 5
 
 # Distributions the pickled bundle and detector need when the model is loaded
@@ -96,21 +100,77 @@ def write_contract(contract: Contract, path: str | Path) -> Path:
     return write_text_atomic(path, contract_to_yaml(contract))
 
 
+def _listed_rows(invalid: np.ndarray) -> str:
+    """Return the 1-based numbers of the rows marked in ``invalid``, at most :data:`MAX_ROWS_IN_MESSAGE` of them."""
+    rows = (np.flatnonzero(invalid) + 1).tolist()
+    listed = ", ".join(str(r) for r in rows[:MAX_ROWS_IN_MESSAGE])
+    if len(rows) > MAX_ROWS_IN_MESSAGE:
+        listed += f" and {len(rows) - MAX_ROWS_IN_MESSAGE} more"
+    return listed
+
+
+def check_columns(frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    """Raise :class:`~hivcomorb.errors.ModelError` when ``frame`` lacks any of ``columns``.
+
+    The message names the missing columns and never a value of the frame.
+    """
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        raise ModelError(
+            f"missing input column(s) {', '.join(repr(name) for name in missing)}. Send every column that the "
+            "model signature lists (mlflow.models.get_model_info(uri).signature), with null cells for missing values"
+        )
+
+
+def _not_numbers(series: pd.Series, numbers: pd.Series) -> np.ndarray:
+    """Return a mask of the cells of ``series`` that contain a value which did not convert to a number in ``numbers``.
+
+    Booleans count as invalid although pandas converts them to 0 and 1.
+    """
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return series.notna().to_numpy()
+    invalid = series.notna() & numbers.isna()
+    if series.dtype == object:
+        invalid |= series.map(lambda value: isinstance(value, (bool, np.bool_)))
+    return invalid.to_numpy(dtype=bool)
+
+
 def canonical_input(frame: pd.DataFrame, contract: Contract, columns: Sequence[str]) -> pd.DataFrame:
-    """Return ``columns`` of ``frame`` with the types of the model signature.
+    """Return ``columns`` of ``frame`` with the types the model's features expect.
 
     Category columns become strings with ``None`` for missing values. Numeric
-    and integer columns become float64 with NaN, because MLflow cannot cast a
-    nullable integer column with missing values to the signature's double.
+    and integer columns become float64 with NaN for missing values. They
+    accept numbers of any numeric dtype, nullable ones included, and text
+    that parses as a number.
+
+    Raises
+    ------
+    ModelError
+        When a numeric column contains a value that is not a number (text
+        such as ``<20``, or a boolean). The message names the columns and
+        input row numbers (row 1 is the first row) but not the values.
     """
     out = {}
+    problems = []
     for name in columns:
         col = contract.column(name)
         series = frame[name]
         if col.dtype == "category":
             out[name] = series.astype(object).where(series.notna(), None)
-        else:
-            out[name] = pd.to_numeric(series, errors="raise").astype("float64")
+            continue
+        numbers = pd.to_numeric(series, errors="coerce")
+        invalid = _not_numbers(series, numbers)
+        if invalid.any():
+            unit = f" in {col.unit}" if col.unit else ""
+            problems.append(f"{name!r} in row(s) {_listed_rows(invalid)} (expected a number{unit})")
+            continue
+        out[name] = numbers.astype("float64")
+    if problems:
+        raise ModelError(
+            "values that are not numbers in column " + "; column ".join(problems) + ". Send numbers in the "
+            "contract's canonical units and null for a missing value, or score the raw extract with "
+            "'hivcomorb score', which parses it as ingestion does (censored results such as <20 included)"
+        )
     return pd.DataFrame(out, index=frame.index)
 
 
@@ -130,14 +190,10 @@ def check_categories(frame: pd.DataFrame, contract: Contract, columns: Sequence[
         if col.dtype != "category":
             continue
         series = frame[name]
-        invalid = (series.notna() & ~series.astype(object).isin(col.categories)).to_numpy()
+        invalid = (series.notna() & ~series.astype(object).isin(col.categories)).to_numpy(dtype=bool)
         if not invalid.any():
             continue
-        rows = (np.flatnonzero(invalid) + 1).tolist()
-        listed_rows = ", ".join(str(r) for r in rows[:MAX_ROWS_IN_MESSAGE])
-        if len(rows) > MAX_ROWS_IN_MESSAGE:
-            listed_rows += f" and {len(rows) - MAX_ROWS_IN_MESSAGE} more"
-        problems.append(f"{name!r} in row(s) {listed_rows} (allowed: {', '.join(col.categories)})")
+        problems.append(f"{name!r} in row(s) {_listed_rows(invalid)} (allowed: {', '.join(col.categories)})")
     if problems:
         raise ModelError(
             "invalid category values in column " + "; column ".join(problems) + ". Recode site values to the "
@@ -145,15 +201,25 @@ def check_categories(frame: pd.DataFrame, contract: Contract, columns: Sequence[
         )
 
 
-def signature_for(bundle: ModelBundle, contract: Contract):
-    """Return the MLflow signature: the bundle's input columns in, ``p_<label>`` doubles out."""
+def signature_for(bundle: ModelBundle):
+    """Return the MLflow signature: the bundle's input columns in, ``p_<label>`` doubles out.
+
+    Every input column is optional and of MLflow's ``Any`` type. When MLflow
+    3.17.2 rejects an input against the signature, it puts the text of the
+    whole input frame into the error, in process and in the scoring server's
+    response, so any patient_id column sent along would come back. With this
+    signature MLflow only drops the columns it does not list, and
+    :meth:`HivcomorbModel.predict` checks names and types instead.
+
+    The untyped signature has two costs in MLflow 3.17.2: the scoring server
+    rejects ``text/csv`` requests, because it reads CSV with one pandas type
+    per column, and ``spark_udf`` must be called with the column names.
+    """
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
+    from mlflow.types.schema import AnyType
 
-    inputs = []
-    for name in bundle.input_columns:
-        kind = "string" if contract.column(name).dtype == "category" else "double"
-        inputs.append(ColSpec(kind, name))
+    inputs = [ColSpec(AnyType(), name, required=False) for name in bundle.input_columns]
     outputs = [ColSpec("double", probability_column(label)) for label in bundle.labels]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
 
@@ -266,20 +332,22 @@ class OutOfDistributionDetector:
         return scores, scores < self.threshold
 
 
-# NOTE: when a request lacks a signature column, MLflow 3.17.2 raises before
-# predict runs, and its scoring server copies the text of the request frame
-# into the 400 response. That text shows every column sent, patient_id too if
-# the caller sent it, so send only the signature's columns to a served model.
+# NOTE: errors raised before predict runs are MLflow's. With the signature of
+# signature_for, MLflow 3.17.2 raises none for a data frame, but its scoring
+# server still copies the whole request body into the 400 response when the
+# body is not valid JSON. Models registered with an older hivcomorb keep a
+# typed, required signature, whose errors repeat the whole input frame.
 class HivcomorbModel(mlflow.pyfunc.PythonModel):
     """MLflow ``python_function`` model over a :class:`~hivcomorb.bundle.ModelBundle`.
 
-    ``predict`` takes a canonical frame whose columns and types the signature
-    has already checked, rejects category values outside the contract and
-    returns a frame of ``p_<label>`` probabilities with the input's index.
+    ``predict`` takes a canonical frame, checks its columns and types against
+    the contract and returns a frame of ``p_<label>`` probabilities with the
+    input's index. Its errors name columns and row numbers, never values.
     """
 
     def __init__(self) -> None:
         self._bundle: ModelBundle | None = None
+        self._warned_empty: set[str] = set()
         self._contract: Contract | None = None
         self._ood: OutOfDistributionDetector | None = None
 
@@ -317,6 +385,25 @@ class HivcomorbModel(mlflow.pyfunc.PythonModel):
         """The out-of-distribution detector, or None when none was logged."""
         return self._ood
 
+    def _warn_empty_columns(self, frame: pd.DataFrame, columns: Sequence[str]) -> None:
+        """Log once per column when a batch of at least EMPTY_COLUMN_MIN_ROWS rows has no value in it.
+
+        spark_udf fills the columns left off a short column list with nulls,
+        which would otherwise be scored as missing values without a trace.
+        """
+        if len(frame) < EMPTY_COLUMN_MIN_ROWS:
+            return
+        warned = self.__dict__.setdefault("_warned_empty", set())
+        empty = [name for name in columns if name not in warned and frame[name].isna().all()]
+        if empty:
+            warned.update(empty)
+            logger.warning(
+                "Input column(s) %s are null in all %d rows of this batch and are scored as missing values. "
+                "If they were left off a spark_udf call, pass every column of the model signature in its order.",
+                ", ".join(repr(name) for name in empty),
+                len(frame),
+            )
+
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Return each label's probability for a canonical frame.
 
@@ -327,6 +414,8 @@ class HivcomorbModel(mlflow.pyfunc.PythonModel):
         model_input : DataFrame
             One row per patient with the bundle's input columns in canonical
             units (labs as in ``data_schema/contract.yaml``, age in years).
+            MLflow has already dropped the columns the signature does not
+            list, such as ``patient_id``.
         params : dict, optional
             Unused; accepted for the pyfunc interface.
 
@@ -338,11 +427,15 @@ class HivcomorbModel(mlflow.pyfunc.PythonModel):
         Raises
         ------
         ModelError
-            When a category column contains a value outside the contract's
-            categories (see :func:`check_categories`).
+            When an input column is missing (see :func:`check_columns`), a
+            category column contains a value outside the contract's
+            categories (see :func:`check_categories`) or a numeric column
+            contains a value that is not a number (see :func:`canonical_input`).
         """
         bundle = self.bundle
         model_input = pd.DataFrame(model_input)
+        check_columns(model_input, bundle.input_columns)
+        self._warn_empty_columns(model_input, bundle.input_columns)
         check_categories(model_input, self.contract, bundle.input_columns)
         frame = canonical_input(model_input, self.contract, bundle.input_columns)
         probabilities = bundle.predict_proba(frame, self.contract)

@@ -143,7 +143,7 @@ def log_and_register(ctx: RunContext, bundle: ModelBundle, source: Path) -> dict
         name=bundle.setting,
         python_model=HivcomorbModel(),
         artifacts=artifacts,
-        signature=signature_for(bundle, ctx.contract),
+        signature=signature_for(bundle),
         input_example=synthetic_input_example(bundle, ctx.contract),
         code_paths=[str(Path(hivcomorb.__file__).parent)],
         pip_requirements=runtime_requirements(),
