@@ -5,6 +5,9 @@ Group counts go through small-cell suppression (:mod:`hivcomorb.disclosure`)
 before they are written. A group smaller than the minimum is not shown. Within
 a shown group, a count is hidden when it or the rest of the group is between 1
 and the minimum minus 1, because either would reveal a small number of patients.
+The totals per label are published, so complementary suppression then hides
+further cells until no hidden count can be recovered by subtraction
+(:func:`complementary_hidden`).
 """
 
 from __future__ import annotations
@@ -103,20 +106,28 @@ class ScoreCounts:
         return self.rows_read == self.rows_scored + self.rows_quarantined
 
     def suppressed_groups(self, minimum: int) -> dict[str, dict[str, Any]]:
-        """Return the group counts with small cells replaced by ``suppressed``."""
+        """Return the group counts with small cells, and the cells that would reveal them, replaced by ``suppressed``."""
+        keys = [*self.labels, "out_of_distribution"]
         out: dict[str, dict[str, Any]] = {}
         for column, groups in self.by_group.items():
-            visible: dict[str, Any] = {}
-            for group, counts in sorted(groups.items()):
-                total = counts["patients"]
-                if not is_reportable(total, minimum):
-                    visible[group] = SUPPRESSED
-                    continue
-                cells = {"patients": total}
-                for key in [*self.labels, "out_of_distribution"]:
-                    cells[key] = reportable_count(counts[key], total, minimum)
-                visible[group] = cells
-            out[column] = visible
+            names = sorted(groups)
+            hidden_groups = complementary_hidden(
+                {name: groups[name]["patients"] for name in names},
+                {name for name in names if not is_reportable(groups[name]["patients"], minimum)},
+                minimum,
+            )
+            visible: dict[str, Any] = {name: SUPPRESSED for name in hidden_groups}
+            shown = [name for name in names if name not in hidden_groups]
+            for name in shown:
+                total = groups[name]["patients"]
+                visible[name] = {"patients": total, **{key: reportable_count(groups[name][key], total, minimum) for key in keys}}
+            # A hidden group's flag counts are hidden cells of every key.
+            for key in keys:
+                counts = {name: groups[name][key] for name in names}
+                hidden = set(hidden_groups) | {name for name in shown if visible[name][key] == SUPPRESSED}
+                for name in complementary_hidden(counts, hidden, minimum) - hidden:
+                    visible[name][key] = SUPPRESSED
+            out[column] = {name: visible[name] for name in names}
         return out
 
     def as_dict(self, minimum: int) -> dict[str, Any]:
@@ -136,6 +147,26 @@ class ScoreCounts:
             "min_group_size": minimum,
             "by_group": self.suppressed_groups(minimum),
         }
+
+
+def complementary_hidden(counts: Mapping[str, int], hidden: set[str], minimum: int) -> set[str]:
+    """Return ``hidden`` grown until the hidden counts cannot be recovered by subtraction.
+
+    The total over all groups is published, so the hidden cells' sum is
+    known. While exactly one cell is hidden, or the hidden cells add up to
+    between 1 and ``minimum - 1``, the smallest shown positive count is
+    hidden too. When no such count is left, the set is returned as it is.
+    """
+    hidden = set(hidden)
+    while hidden:
+        hidden_sum = sum(counts[name] for name in hidden)
+        if len(hidden) > 1 and not 0 < hidden_sum < minimum:
+            break
+        candidates = [name for name in counts if name not in hidden and counts[name] > 0]
+        if not candidates:
+            break
+        hidden.add(min(candidates, key=lambda name: (counts[name], name)))
+    return hidden
 
 
 def reportable_count(count: int, total: int, minimum: int) -> int | str:
@@ -219,7 +250,8 @@ def render_html(result: Mapping[str, Any], contract: Contract) -> str:
     parts.append(
         hk.paragraph(
             f"Groups of fewer than {minimum} patients are suppressed, and so is any count that would reveal fewer than "
-            f"{minimum} patients. Flags mark patients to consider for screening; they are not diagnoses."
+            f"{minimum} patients. Further cells are suppressed where the published totals would otherwise let a hidden "
+            f"count be worked out by subtraction. Flags mark patients to consider for screening; they are not diagnoses."
         )
     )
     body = hk.section("scoring", "Scoring summary", "\n".join(parts))
