@@ -47,6 +47,20 @@ def test_read_detects_encoding(tmp_path, encoding, expected):
     assert detect_encoding(path) == expected
 
 
+def test_read_utf16_with_bom(tmp_path):
+    text = "patient_id,ethnicity,haemoglobin\na,white,135\nb,caf\u00e9,141\n"
+    path = write_bytes(tmp_path, "x.csv", text.encode("utf-16"))
+    assert detect_encoding(path) == "utf-16"
+    frame = read_extract(path)
+    assert frame["ethnicity"].to_list() == ["white", "caf\u00e9"]
+
+
+def test_utf16_without_bom_names_encoding(tmp_path):
+    path = write_bytes(tmp_path, "x.csv", "patient_id,age\na,40\n".encode("utf-16-le"))
+    with pytest.raises(ExtractError, match="NUL bytes.*--encoding utf-16-le"):
+        detect_encoding(path)
+
+
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "cp1252", "latin-1"])
 def test_read_decodes_text(tmp_path, encoding):
     text = "patient_id,note\r\na,Cr\u00e8me\r\n"

@@ -2,7 +2,7 @@
 
 CSV files are read with every column as text so that nothing is converted
 before parsing. The encoding (UTF-8 with or without a byte order mark,
-Windows-1252 or Latin-1) and the delimiter (comma, semicolon, tab or pipe)
+UTF-16 with one, Windows-1252 or Latin-1) and the delimiter (comma, semicolon, tab or pipe)
 are detected and logged unless given. Quoted fields may contain delimiters
 and line breaks, and CRLF line ends are accepted.
 """
@@ -29,6 +29,7 @@ EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls"}
 DELIMITERS = (",", ";", "\t", "|")
 _SAMPLE_BYTES = 1 << 16
 _CHECK_CHUNK_BYTES = 1 << 22
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 _UTF8_BOM = codecs.BOM_UTF8
 # Bytes 0x81, 0x8D, 0x8F, 0x90 and 0x9D have no character in Windows-1252, so
 # a file containing them is read as Latin-1, which maps every byte.
@@ -251,13 +252,29 @@ def _read_sample(path: Path) -> bytes:
 
 
 def detect_encoding(path: str | Path) -> str:
-    """Return the encoding of a text file: ``utf-8-sig``, ``utf-8``, ``cp1252`` or ``latin-1``.
+    """Return the encoding of a text file: ``utf-16``, ``utf-8-sig``, ``utf-8``, ``cp1252`` or ``latin-1``.
 
-    The whole file is checked as UTF-8 in chunks without keeping it in
-    memory. A file that is not valid UTF-8 is read as Windows-1252 unless it
-    contains a byte that Windows-1252 leaves undefined; then it is Latin-1.
+    A UTF-16 byte order mark gives ``utf-16``. Otherwise the whole file is
+    checked as UTF-8 in chunks without keeping it in memory. A file that is
+    not valid UTF-8 is read as Windows-1252 unless it contains a byte that
+    Windows-1252 leaves undefined; then it is Latin-1.
+
+    Raises
+    ------
+    ExtractError
+        If the start of the file contains NUL bytes without a UTF-16 byte
+        order mark, as UTF-16 or UTF-32 text without one does.
     """
     path = Path(path)
+    sample = _read_sample(path)
+    if sample.startswith(_UTF16_BOMS):
+        return "utf-16"
+    if b"\x00" in sample:
+        raise ExtractError(
+            f"extract file {path} contains NUL bytes, so it is not UTF-8, Windows-1252 or Latin-1 text; "
+            "if it is UTF-16 without a byte order mark, pass --encoding utf-16-le (or utf-16-be), "
+            "or export it again as UTF-8"
+        )
     decoder = codecs.getincrementaldecoder("utf-8")()
     try:
         with open(path, "rb") as handle:
