@@ -30,7 +30,11 @@ from hivcomorb.ingest import ingest_file
 
 
 def make_extract(n_rows: int, seed: int) -> pl.DataFrame:
-    """Return a synthetic extract as text columns, with about 1% of cells defective per kind."""
+    """Return a synthetic extract as text columns, with about 1% of cells defective per kind.
+
+    Object arrays go to polars as lists, because polars 2 cannot cast a NumPy
+    object array that mixes strings and ``None``.
+    """
     rng = np.random.default_rng(seed)
     contract = load_contract()
     columns: dict[str, pl.Series] = {}
@@ -48,7 +52,7 @@ def make_extract(n_rows: int, seed: int) -> pl.DataFrame:
             values = rng.choice(list(column.categories), n_rows).astype(object)
             values[rng.random(n_rows) < 0.01] = "Not stated"
             values[rng.random(n_rows) < 0.01] = None
-            columns[name] = pl.Series(values, dtype=pl.String)
+            columns[name] = pl.Series(values.tolist(), dtype=pl.String)
         elif column.dtype == "integer":
             columns[name] = pl.Series(rng.integers(1, 6, n_rows).astype(str))
 
@@ -67,12 +71,12 @@ def make_extract(n_rows: int, seed: int) -> pl.DataFrame:
         if column.detection_limit is not None:
             text[(draw >= 0.05) & (draw < 0.15)] = "TND"
             text[(draw >= 0.15) & (draw < 0.25)] = "<20"
-        columns[name] = pl.Series(text, dtype=pl.String)
+        columns[name] = pl.Series(text.tolist(), dtype=pl.String)
 
     for name in contract.labels:
         values = rng.choice(["1", "0", "yes", "no", "Y", "N", "", "TRUE"], n_rows).astype(object)
         values[rng.random(n_rows) < 0.001] = "maybe"
-        columns[name] = pl.Series(values, dtype=pl.String)
+        columns[name] = pl.Series(values.tolist(), dtype=pl.String)
     return pl.DataFrame(columns)
 
 

@@ -21,11 +21,23 @@ OUT_DIR = ROOT / "reports" / "bench"
 
 @dataclass
 class Measurement:
-    """Wall time in seconds and peak resident memory in MiB of one block."""
+    """Wall time, CPU time and peak resident memory of one block, and the machine's load after it.
+
+    ``cpu_seconds`` is the user and system time of this process and its
+    children during the block. ``load_average`` is the 1-minute load average
+    when the block ended: above the core count, other jobs shared the cores.
+    """
 
     seconds: float = 0.0
     peak_mib: float = 0.0
+    cpu_seconds: float = 0.0
+    load_average: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 @contextlib.contextmanager
@@ -33,6 +45,7 @@ def measure(interval: float = 0.05) -> Iterator[Measurement]:
     """Time a block and sample this process's resident memory (children included) for its peak."""
     process = psutil.Process()
     result = Measurement()
+    cpu_started = _cpu_seconds(process)
     stop = threading.Event()
 
     def rss() -> int:
@@ -57,6 +70,8 @@ def measure(interval: float = 0.05) -> Iterator[Measurement]:
         yield result
     finally:
         result.seconds = time.perf_counter() - started
+        result.cpu_seconds = _cpu_seconds(process) - cpu_started
+        result.load_average = os.getloadavg()[0]
         stop.set()
         thread.join()
         peak[0] = max(peak[0], rss())

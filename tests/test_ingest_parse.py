@@ -10,6 +10,7 @@ import pytest
 
 from hivcomorb.contract import load_contract
 from hivcomorb.ingest import ingest_frame
+from hivcomorb.ingest.parse import parse_category, parse_censor_flags, parse_label
 
 
 @pytest.fixture(scope="module")
@@ -148,3 +149,78 @@ def test_parse_typed_parquet_numbers_kept(contract):
     frame = pl.DataFrame({"patient_id": ["a", "b"], "haemoglobin": [141.25, None]})
     result = ingest_frame(frame, contract, None, source_name="typed.parquet", validate=False)
     assert result.cohort["haemoglobin"].iloc[0] == 141.25
+
+
+# Typed and text cells, and parsing of distinct values
+
+TYPED_AND_TEXT = {
+    "age": ([35.5, 16.0, None, 62.0, 48.25], ["35.5", "16", "", " 62 ", "48.25"]),
+    "haemoglobin": ([141.25, 130.0, -5.0, None, 98.0], ["141.25", "130", "-5", "NA", "98.0"]),
+    "viral_load": ([20.0, 1500.0, None, 20.0, 40.0], ["<20", "1500", "", "TND", "40"]),
+    "deprivation_quintile": ([2.0, 2.5, 5.0, None, 1.0], ["2", "2.5", "5", "", "1"]),
+}
+TYPED_FLAGS = {"viral_load_censored": ["<", None, None, "<", None]}
+
+
+def typed_and_text_frames() -> tuple[pl.DataFrame, pl.DataFrame]:
+    ids = [f"p{i}" for i in range(5)]
+    typed = pl.DataFrame({"patient_id": ids, **{name: values for name, (values, _) in TYPED_AND_TEXT.items()}, **TYPED_FLAGS})
+    text = pl.DataFrame({"patient_id": ids, **{name: cells for name, (_, cells) in TYPED_AND_TEXT.items()}}, schema_overrides={n: pl.String for n in TYPED_AND_TEXT})
+    return typed, text
+
+
+def test_parse_typed_and_text_give_same_cohort(contract):
+    typed, text = typed_and_text_frames()
+    from_typed = ingest_frame(typed, contract, None, source_name="typed.parquet", validate=False)
+    from_text = ingest_frame(text, contract, None, source_name="text.csv", validate=False)
+    pd.testing.assert_frame_equal(from_typed.cohort, from_text.cohort, check_exact=True)
+
+
+def test_parse_typed_and_text_give_same_quarantine(contract):
+    typed, text = typed_and_text_frames()
+    from_typed = ingest_frame(typed, contract, None, source_name="typed.parquet", validate=False).quarantine
+    from_text = ingest_frame(text, contract, None, source_name="text.csv", validate=False).quarantine
+    columns = ["source_row", "column", "rule", "detail"]
+    pd.testing.assert_frame_equal(from_typed[columns], from_text[columns])
+    assert from_typed["rule"].tolist() == ["outside_possible_range", "not_an_integer", "outside_possible_range"]
+
+
+def test_parse_typed_raw_value_written_as_in_text(contract):
+    typed, _ = typed_and_text_frames()
+    quarantine = ingest_frame(typed, contract, None, source_name="typed.parquet", validate=False).quarantine
+    assert quarantine["raw_value"].tolist() == ["16", "2.5", "-5"]
+
+
+def test_parse_whitespace_around_numbers(contract):
+    cells = [" 140 ", "\t135\n", " nan", "1e400 ", " <20 "]
+    result = ingest_column(contract, "haemoglobin", cells)
+    assert result.cohort["haemoglobin"].tolist()[:2] == [140.0, 135.0]
+    assert math.isnan(result.cohort["haemoglobin"].iloc[2])
+    assert result.quarantine[["source_row", "rule"]].values.tolist() == [[4, "unparseable_value"]]
+    assert result.cohort["haemoglobin_censored"].iloc[3] == "<"
+
+
+CELL_PARSERS = {
+    "category": lambda cells: parse_category(
+        cells, ["male", "female", "other", "unknown"], {"M": "male", "F": "female", "Not stated": None}, ["NA", ""]
+    ),
+    "label": lambda cells: parse_label(cells, {"maybe": None}, ["1", "yes", "y"], ["0", "no", "n"], ["NA", ""]),
+    "censoring flag": lambda cells: parse_censor_flags(cells, ["NA", ""]),
+}
+MIXED_CELLS = ["male", " Male ", "M", "f", "Not  stated", "NA", "", None, "yes", "0", "<", " >= ", "~", "martian", "male", None]
+
+
+@pytest.mark.parametrize("parser", list(CELL_PARSERS))
+def test_parse_column_equals_cell_by_cell(parser):
+    parse = CELL_PARSERS[parser]
+    values, errors = parse(pl.Series(MIXED_CELLS, dtype=pl.String))
+    one_by_one = [parse(pl.Series([cell], dtype=pl.String)) for cell in MIXED_CELLS]
+    assert values.to_list() == [v.item() for v, _ in one_by_one]
+    assert errors.to_list() == [e.item() for _, e in one_by_one]
+
+
+@pytest.mark.parametrize("parser", list(CELL_PARSERS))
+def test_parse_all_null_column(parser):
+    values, errors = CELL_PARSERS[parser](pl.Series([None, None], dtype=pl.String))
+    assert values.to_list() == [None, None]
+    assert errors.to_list() == [None, None]

@@ -163,6 +163,14 @@ def test_rules_content_hash_stable_and_sensitive():
     assert first != changed
 
 
+def test_rules_content_hash_skipped_on_request():
+    frame = {"patient_id": ["a", "b"], "haemoglobin": ["140", "150"]}
+    hashed = ingest(frame)
+    unhashed = ingest(frame, hash_content=False)
+    assert unhashed.summary["content_hash"] is None
+    pd.testing.assert_frame_equal(unhashed.cohort, hashed.cohort)
+
+
 def test_rules_pandas_input_accepted():
     frame = pd.DataFrame({"patient_id": ["a", "b"], "haemoglobin": ["140", 150.0], "age": [40, 50]})
     result = ingest_frame(frame, CONTRACT, None, source_name="frame", validate=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
 
@@ -151,3 +152,56 @@ def test_units_hba1c_percent_suspected():
     values = np.random.default_rng(2).uniform(5.0, 6.0, size=30)
     finding = suspect_unit(CONTRACT.column("hba1c"), "mmol/mol", values, min_values=20, max_share_declared=0.5, min_share_suspected=0.5)
     assert finding.suspected_unit == "%"
+
+
+def declared_unit_extract(n=60, seed=4):
+    """Return text and typed columns whose values are all in their declared units, with defects."""
+    rng = np.random.default_rng(seed)
+    hb = [f"{v:.1f}" for v in rng.uniform(10, 16, size=n)]
+    hb[3] = "-1"
+    hb[7] = "abc"
+    # Most creatinine values look like mg/dL, which makes the column suspect.
+    creatinine = np.where(np.arange(n) < 35, rng.uniform(0.6, 1.2, size=n), rng.uniform(50, 110, size=n))
+    creatinine[45] = np.inf
+    alt = [f"{v:.0f}".replace(".", ",") for v in rng.uniform(10, 60, size=n)]
+    alt[9] = "35,5"
+    return pl.DataFrame(
+        {
+            "id": [f"p{i}" for i in range(n)],
+            "Hb": hb,
+            "creatinine": creatinine,
+            "ALT": alt,
+            "egfr": rng.uniform(30, 120, size=n),
+            "viral_load": rng.choice([20.0, 400.0, None], size=n).tolist(),
+            "viral_load_censored": rng.choice(["<", None, "?"], size=n).tolist(),
+            "deprivation_quintile": rng.choice([1.0, 2.0, 2.5, None], size=n).tolist(),
+        }
+    )
+
+
+DECLARED_MAPPING = (
+    "name: t\nid_column: id\ncolumns:\n  Hb: {to: haemoglobin, unit: g/dL}\n  creatinine: creatinine\n  ALT: alt\n"
+    "  egfr: egfr\n  viral_load: {to: viral_load, censor_column: viral_load_censored}\n  deprivation_quintile: deprivation_quintile\n"
+)
+
+
+def test_units_declared_unit_shortcut_matches_unit_resolution(tmp_path, monkeypatch):
+    from hivcomorb.ingest import canonical
+
+    mapping = write_mapping(tmp_path, DECLARED_MAPPING)
+    frame = declared_unit_extract()
+    shortcut = ingest_frame(frame, CONTRACT, mapping, source_name="u.parquet", validate=False, allow_empty=True)
+    monkeypatch.setattr(canonical, "_all_in_declared_unit", lambda cells, plan: False)
+    resolved = ingest_frame(frame, CONTRACT, mapping, source_name="u.parquet", validate=False, allow_empty=True)
+    pd.testing.assert_frame_equal(shortcut.cohort, resolved.cohort, check_exact=True)
+    pd.testing.assert_frame_equal(shortcut.quarantine, resolved.quarantine, check_exact=True)
+    assert shortcut.summary == resolved.summary
+
+
+def test_units_declared_unit_shortcut_covers_defects(tmp_path):
+    mapping = write_mapping(tmp_path, DECLARED_MAPPING)
+    result = ingest_frame(declared_unit_extract(), CONTRACT, mapping, source_name="u.parquet", validate=False, allow_empty=True)
+    rules = set(result.quarantine["rule"])
+    assert {"outside_possible_range", "unparseable_value", "not_an_integer", "invalid_censor_flag"} <= rules
+    assert result.summary["suspected_units"][0]["column"] == "creatinine"
+    assert result.summary["unit_conversions"]["haemoglobin"][0]["origin"] == "declared"

@@ -379,11 +379,129 @@ def test_chunks_match_read_extract(tmp_path, encoding, delimiter):
     assert (count, duplicates) == (5, set())
 
 
+def test_parquet_chunks_match_read_extract(tmp_path):
+    path = tmp_path / "extract.parquet"
+    frame = pd.DataFrame({"patient_id": [f"A{i}" for i in range(7)], "hb": [140.0, None, 12.5, 130.0, 99.0, 101.5, 150.0]})
+    frame.to_parquet(path, index=False, row_group_size=3)
+    with open_extract(path, chunk_rows=2) as source:
+        chunks = list(source.chunks())
+    assert [offset for _, offset in chunks] == [0, 2, 4, 6]
+    assert [chunk.height for chunk, _ in chunks] == [2, 2, 2, 1]
+    assert pl.concat([c for c, _ in chunks]).equals(read_extract(path))
+
+
 def test_id_census_finds_duplicates(tmp_path):
     path = tmp_path / "extract.csv"
     pd.DataFrame({"patient_id": ["A", " B", "C", "B ", "A", "D"], "x": range(6)}).to_csv(path, index=False)
     with open_extract(path, chunk_rows=2) as source:
         assert source.id_census("patient_id") == (6, {"A", "B"})
+
+
+# Numeric and text extracts
+
+CENSORED_ROW = 5  # viral load below the detection limit: "<" 20 copies/mL
+DECIMAL_COMMA_ROW = 2  # creatinine written with a decimal comma in the text extract
+STAMPS_OF_THE_FILE = ["extract_sha256", "scored_at"]
+
+
+@dataclass
+class Formats:
+    """The same extract scored from numeric Parquet, from CSV text and from CSV with censored cells."""
+
+    scores: dict[str, pd.DataFrame]
+    quarantine: dict[str, pd.DataFrame]
+
+
+@pytest.fixture(scope="module")
+def formats(scored, tmp_path_factory: pytest.TempPathFactory) -> Formats:
+    root = tmp_path_factory.mktemp("formats")
+    extract = unlabelled(scored.cohort.head(90))
+    extract.loc[IMPOSSIBLE_ROW, "haemoglobin"] = -5.0
+    extract.loc[CENSORED_ROW, ["viral_load", "viral_load_censored"]] = [20.0, "<"]
+    paths = {"numeric parquet": root / "numeric.parquet", "csv": root / "text.csv", "csv with censored cells": root / "cells.csv"}
+    extract.to_parquet(paths["numeric parquet"], index=False)
+    extract.to_csv(paths["csv"], index=False)
+    # Censored results and decimal commas written in the cells, as some laboratory systems export them.
+    cells = extract.astype(object).where(extract.notna(), None)
+    cells["viral_load"] = [None if v is None else repr(float(v)) for v in cells["viral_load"]]
+    cells.loc[CENSORED_ROW, ["viral_load", "viral_load_censored"]] = ["<20", None]
+    cells.loc[DECIMAL_COMMA_ROW, "creatinine"] = repr(float(extract.loc[DECIMAL_COMMA_ROW, "creatinine"])).replace(".", ",")
+    cells.to_csv(paths["csv with censored cells"], index=False, sep=";")
+
+    scores, quarantine = {}, {}
+    for name, path in paths.items():
+        out = root / f"{path.stem}.scores.parquet"
+        score_extract(scored.ctx, path, out, model=str(scored.bundle_paths["aware"]), chunk_rows=40, reasons=False, track=False)
+        scores[name] = pd.read_parquet(out).drop(columns=STAMPS_OF_THE_FILE)
+        quarantine[name] = pd.read_csv(output_paths(out)["quarantine"])
+    return Formats(scores, quarantine)
+
+
+@pytest.mark.parametrize("name", ["csv", "csv with censored cells"])
+def test_formats_numeric_and_text_same_scores(formats, name):
+    pd.testing.assert_frame_equal(formats.scores[name], formats.scores["numeric parquet"], check_exact=True)
+
+
+@pytest.mark.parametrize("name", ["csv", "csv with censored cells"])
+def test_formats_numeric_and_text_same_quarantine(formats, name):
+    columns = ["source_row", "column", "rule", "detail"]
+    pd.testing.assert_frame_equal(formats.quarantine[name][columns], formats.quarantine["numeric parquet"][columns])
+
+
+def test_formats_impossible_value_quarantined_in_each(formats):
+    for name, quarantine in formats.quarantine.items():
+        entries = quarantine.loc[quarantine["source_row"] == IMPOSSIBLE_ROW + 1, ["column", "rule"]].values.tolist()
+        assert entries == [["haemoglobin", "outside_possible_range"]], name
+
+
+def test_formats_censored_row_scored_in_each(formats):
+    for name, scores in formats.scores.items():
+        assert CENSORED_ROW + 1 in set(scores["source_row"]), name
+
+
+def test_score_chunk_same_with_thread_pool(scored):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hivcomorb.pyfunc import OutOfDistributionDetector
+    from hivcomorb.score import STAMP_COLUMNS, score_chunk
+    from hivcomorb.score.model import ScoringModel
+
+    bundle, contract = scored.bundles["aware"], scored.ctx.contract
+    detector = OutOfDistributionDetector.fit(bundle.features(scored.cohort, contract), n_estimators=50)
+    model = ScoringModel(bundle, contract, detector, uri="test", name="test", version="1", run_id="")
+    cohort = scored.cohort.assign(source_row=np.arange(1, len(scored.cohort) + 1))
+    stamps = {name: "stamp" for name in STAMP_COLUMNS}
+    alone = score_chunk(cohort, model, stamps, reasons=False, n_reasons=3)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        threaded = score_chunk(cohort, model, stamps, reasons=False, n_reasons=3, pool=pool)
+    pd.testing.assert_frame_equal(threaded.frame, alone.frame, check_exact=True)
+    expected = bundle.predict_proba(cohort, contract)
+    for label in LABELS:
+        np.testing.assert_array_equal(threaded.frame[probability_column(label)].to_numpy(), expected[label].to_numpy())
+
+
+# Validation
+
+
+def test_validate_default_is_compact(scored):
+    from hivcomorb.score import ScoreOptions
+
+    assert ScoreOptions.from_config(scored.ctx.config).validate == "compact"
+
+
+def test_compact_validation_failure_writes_nothing(scored, tmp_path, monkeypatch):
+    from hivcomorb.ingest import rules
+
+    # Without its range rule, ingestion keeps the impossible value, and only the suite catches it.
+    monkeypatch.setattr(rules, "outside_range", lambda values, bounds: pl.Series([False] * values.len(), dtype=pl.Boolean))
+    path = tmp_path / "extract.csv"
+    extract = unlabelled(scored.cohort.head(60))
+    extract.loc[IMPOSSIBLE_ROW, "haemoglobin"] = -5.0
+    extract.to_csv(path, index=False)
+    out = tmp_path / "scores.parquet"
+    with pytest.raises(ExtractError, match="expect_column_values_to_be_between on haemoglobin"):
+        score_extract(scored.ctx, path, out, model=str(scored.bundle_paths["aware"]), chunk_rows=25, reasons=False, track=False)
+    assert [p.name for p in output_paths(out).values() if p.exists()] == []
 
 
 # Reasons

@@ -25,10 +25,11 @@ from hivcomorb.contract import Column, Contract
 from hivcomorb.errors import ExtractError
 from hivcomorb.ingest import rules
 from hivcomorb.ingest.mapping import CENSOR_SUFFIX, ColumnPlan, fold_text, load_mapping, plan_mapping
-from hivcomorb.ingest.parse import as_text, parse_category, parse_censor_flags, parse_label, parse_numeric
+from hivcomorb.ingest.parse import NumericCells, as_text, parse_category, parse_censor_flags, parse_label, parse_numeric
 from hivcomorb.ingest.readers import read_extract_with_info
 from hivcomorb.ingest.units import convert_by_unit, known_units, normalise_unit_expr, suspect_unit
 from hivcomorb.paths import conf_dir
+from hivcomorb.schema import build_suite
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +66,16 @@ class IngestResult:
         Counts, content hash, conversions, warnings and validation statistics.
     validation : dict
         The per-expectation validation results (counts only).
+    deciding_rows : pandas.DataFrame or None
+        The rows of ``cohort`` that decide each expectation of the suite
+        (:func:`hivcomorb.ingest.validate.deciding_rows`), when requested.
     """
 
     cohort: pd.DataFrame
     quarantine: pd.DataFrame
     summary: dict[str, Any]
     validation: dict[str, Any] = field(default_factory=dict)
+    deciding_rows: pd.DataFrame | None = None
 
 
 @dataclass
@@ -95,6 +100,8 @@ def ingest_frame(
     options: Mapping[str, Any] | None = None,
     validate: bool = True,
     allow_empty: bool = False,
+    hash_content: bool = True,
+    deciding_rows: bool = False,
 ) -> IngestResult:
     """Ingest one extract frame into the canonical cohort.
 
@@ -120,6 +127,14 @@ def ingest_frame(
         Run the Great Expectations suite on the kept rows.
     allow_empty : bool
         Return an empty cohort instead of raising when no row is kept.
+    hash_content : bool
+        Compute the cohort's content hash (:func:`content_hash`), which
+        renders every kept row as CSV. Scoring does not keep the cohort and
+        turns it off, and ``summary["content_hash"]`` is then None.
+    deciding_rows : bool
+        Also return the kept rows that decide each expectation of the suite,
+        so that a caller can validate many chunks in one run
+        (:class:`hivcomorb.ingest.validate.CompactCohort`).
 
     Returns
     -------
@@ -201,14 +216,20 @@ def ingest_frame(
         counts=(n_rows, rows_kept, rows_quarantined),
     )
     summary["reconciliation"] = reconciliation
-    summary["content_hash"] = content_hash(canonical)
+    summary["content_hash"] = content_hash(canonical) if hash_content else None
 
     cohort = _to_pandas(canonical, contract)
     validation = _run_validation(cohort, contract, validate, opts)
     summary["validation"] = {k: validation[k] for k in ("success", "suite", "statistics")}
     if validation.get("skipped"):
         summary["validation"]["skipped"] = validation["skipped"]
-    return IngestResult(cohort=cohort, quarantine=quarantine, summary=summary, validation=validation)
+    deciding = None
+    if deciding_rows:
+        from hivcomorb.ingest.validate import deciding_rows as find_deciding_rows
+
+        positions = find_deciding_rows(canonical, build_suite(contract, columns=canonical.columns))
+        deciding = cohort.iloc[positions].reset_index(drop=True)
+    return IngestResult(cohort=cohort, quarantine=quarantine, summary=summary, validation=validation, deciding_rows=deciding)
 
 
 def ingest_file(
@@ -352,83 +373,19 @@ def _parse_number_column(
             cells.comma_reading,
         )
 
-    lookup = known_units(column, opts.get("unit_aliases") or {})
     declared = plan.unit or column.unit
-    frame = pl.DataFrame(
-        {
-            "number": cells.number,
-            "unit_text": cells.unit_text,
-            "undetectable": cells.undetectable,
-            "error": cells.error,
-            "detail": cells.detail,
-            "raw_text": as_text(raw),
-        }
-    )
-    frame = frame.with_columns(_lookup_unit(pl.col("unit_text"), lookup).alias("cell_unit"))
-    unknown_cell_unit = pl.col("unit_text").is_not_null() & pl.col("cell_unit").is_null() & pl.col("error").is_null()
-    frame = frame.with_columns(
-        pl.when(unknown_cell_unit).then(pl.lit(rules.UNKNOWN_UNIT)).otherwise(pl.col("error")).alias("error"),
-        pl.when(unknown_cell_unit)
-        .then(pl.lit(f"known units of {column.name}: {', '.join(sorted(set(lookup.values())))}"))
-        .otherwise(pl.col("detail"))
-        .alias("detail"),
-    )
-
+    unit_source: pl.Series | None = None
+    frame = pl.DataFrame({"number": cells.number, "error": cells.error, "detail": cells.detail})
+    if _all_in_declared_unit(cells, plan):
+        # _resolve_units would give every row the declared unit.
+        frame = frame.with_columns(
+            pl.lit(declared, dtype=pl.String).alias("unit_used"),
+            pl.lit(UNIT_DECLARED).alias("unit_origin"),
+            pl.lit(False).alias("unit_at_fault"),
+        )
+    else:
+        frame, unit_source = _resolve_units(data, frame, cells, column, plan, declared, limit, opts)
     entries: list[pl.DataFrame] = []
-    if plan.unit_column is not None:
-        unit_raw = as_text(data[plan.unit_column])
-        frame = frame.with_columns(pl.Series("unit_source", unit_raw))
-        unit_missing = pl.col("unit_source").is_null() | _fold_for_tokens(pl.col("unit_source")).is_in(
-            sorted({"".join(fold_text(t).split()) for t in opts.get("missing_tokens") or ()})
-        )
-        frame = frame.with_columns(
-            pl.when(~unit_missing).then(_lookup_unit(pl.col("unit_source"), lookup)).alias("row_unit"),
-            unit_missing.alias("row_unit_missing"),
-        )
-        bad_unit = (
-            pl.col("number").is_not_null()
-            & pl.col("cell_unit").is_null()
-            & ~pl.col("row_unit_missing")
-            & pl.col("row_unit").is_null()
-            & pl.col("error").is_null()
-        )
-        # The quarantine entry shows the unit cell, which is the value at fault.
-        frame = frame.with_columns(
-            pl.when(bad_unit).then(pl.lit(rules.UNKNOWN_UNIT)).otherwise(pl.col("error")).alias("error"),
-            pl.when(bad_unit)
-            .then(pl.lit(f"unit column {plan.unit_column!r}; known units of {column.name}: {', '.join(sorted(set(lookup.values())))}"))
-            .otherwise(pl.col("detail"))
-            .alias("detail"),
-            pl.when(bad_unit).then(pl.col("unit_source")).otherwise(pl.col("raw_text")).alias("raw_text"),
-        )
-    else:
-        frame = frame.with_columns(
-            pl.lit(None, dtype=pl.String).alias("row_unit"), pl.lit(plan.unit_column is None).alias("row_unit_missing")
-        )
-
-    if limit is not None and plan.detection_limit is not None:
-        limit_unit = declared
-    else:
-        limit_unit = column.unit
-    origin = (
-        pl.when(pl.col("undetectable"))
-        .then(pl.lit(UNIT_DETECTION_LIMIT))
-        .when(pl.col("cell_unit").is_not_null())
-        .then(pl.lit(UNIT_FROM_CELL))
-        .when(pl.col("row_unit").is_not_null())
-        .then(pl.lit(UNIT_FROM_UNIT_COLUMN))
-        .when(pl.lit(plan.unit_column is not None))
-        .then(pl.lit(UNIT_ASSUMED))
-        .otherwise(pl.lit(UNIT_DECLARED))
-    )
-    frame = frame.with_columns(
-        pl.when(pl.col("undetectable")).then(pl.lit(limit, dtype=pl.Float64)).otherwise(pl.col("number")).alias("number"),
-        pl.when(pl.col("undetectable"))
-        .then(pl.lit(limit_unit, dtype=pl.String))
-        .otherwise(pl.coalesce(pl.col("cell_unit"), pl.col("row_unit"), pl.lit(declared, dtype=pl.String)))
-        .alias("unit_used"),
-        origin.alias("unit_origin"),
-    )
     units_present = [u for u in frame["unit_used"].drop_nulls().unique().to_list() if u != column.unit]
     frame = frame.with_columns(
         convert_by_unit(pl.col("number"), pl.col("unit_used"), column, units_present).alias("value")
@@ -480,7 +437,7 @@ def _parse_number_column(
             rules.entries(
                 error_positions,
                 column.name,
-                frame["raw_text"],
+                _cells_at_fault(error_positions, raw, unit_source, frame["unit_at_fault"]),
                 frame["error"].gather(error_positions),
                 frame["detail"].gather(error_positions),
             )
@@ -496,6 +453,118 @@ def _parse_number_column(
         entries=entries,
         notes=notes,
     )
+
+
+def _all_in_declared_unit(cells: NumericCells, plan: ColumnPlan) -> bool:
+    """Return whether every value of a column is in its declared unit.
+
+    That holds when the mapping names no unit column, no cell has a unit
+    written in it and no cell is a detection-limit word.
+    """
+    return plan.unit_column is None and cells.unit_text.null_count() == cells.unit_text.len() and not cells.undetectable.any()
+
+
+def _resolve_units(
+    data: pl.DataFrame,
+    frame: pl.DataFrame,
+    cells: NumericCells,
+    column: Column,
+    plan: ColumnPlan,
+    declared: str | None,
+    limit: float | None,
+    opts: Mapping[str, Any],
+) -> tuple[pl.DataFrame, pl.Series | None]:
+    """Give each row of a number column its unit and the source of that unit.
+
+    Adds ``unit_used``, ``unit_origin`` and ``unit_at_fault`` (the unit cell,
+    not the value, broke a rule) to ``frame``, quarantines unknown units and
+    puts detection limits in place of detection-limit words. Returns the frame
+    and the unit column as text, or None when the mapping names none.
+    """
+    lookup = known_units(column, opts.get("unit_aliases") or {})
+    frame = frame.with_columns(
+        cells.unit_text.alias("unit_text"), cells.undetectable.alias("undetectable"), pl.lit(False).alias("unit_at_fault")
+    )
+    unit_raw: pl.Series | None = None
+    frame = frame.with_columns(_lookup_unit(pl.col("unit_text"), lookup).alias("cell_unit"))
+    unknown_cell_unit = pl.col("unit_text").is_not_null() & pl.col("cell_unit").is_null() & pl.col("error").is_null()
+    frame = frame.with_columns(
+        pl.when(unknown_cell_unit).then(pl.lit(rules.UNKNOWN_UNIT)).otherwise(pl.col("error")).alias("error"),
+        pl.when(unknown_cell_unit)
+        .then(pl.lit(f"known units of {column.name}: {', '.join(sorted(set(lookup.values())))}"))
+        .otherwise(pl.col("detail"))
+        .alias("detail"),
+    )
+
+    if plan.unit_column is not None:
+        unit_raw = as_text(data[plan.unit_column])
+        frame = frame.with_columns(pl.Series("unit_source", unit_raw))
+        unit_missing = pl.col("unit_source").is_null() | _fold_for_tokens(pl.col("unit_source")).is_in(
+            sorted({"".join(fold_text(t).split()) for t in opts.get("missing_tokens") or ()})
+        )
+        frame = frame.with_columns(
+            pl.when(~unit_missing).then(_lookup_unit(pl.col("unit_source"), lookup)).alias("row_unit"),
+            unit_missing.alias("row_unit_missing"),
+        )
+        bad_unit = (
+            pl.col("number").is_not_null()
+            & pl.col("cell_unit").is_null()
+            & ~pl.col("row_unit_missing")
+            & pl.col("row_unit").is_null()
+            & pl.col("error").is_null()
+        )
+        # The quarantine entry shows the unit cell, which is the value at fault.
+        frame = frame.with_columns(
+            pl.when(bad_unit).then(pl.lit(rules.UNKNOWN_UNIT)).otherwise(pl.col("error")).alias("error"),
+            pl.when(bad_unit)
+            .then(pl.lit(f"unit column {plan.unit_column!r}; known units of {column.name}: {', '.join(sorted(set(lookup.values())))}"))
+            .otherwise(pl.col("detail"))
+            .alias("detail"),
+            bad_unit.alias("unit_at_fault"),
+        )
+    else:
+        frame = frame.with_columns(
+            pl.lit(None, dtype=pl.String).alias("row_unit"), pl.lit(plan.unit_column is None).alias("row_unit_missing")
+        )
+
+    if limit is not None and plan.detection_limit is not None:
+        limit_unit = declared
+    else:
+        limit_unit = column.unit
+    origin = (
+        pl.when(pl.col("undetectable"))
+        .then(pl.lit(UNIT_DETECTION_LIMIT))
+        .when(pl.col("cell_unit").is_not_null())
+        .then(pl.lit(UNIT_FROM_CELL))
+        .when(pl.col("row_unit").is_not_null())
+        .then(pl.lit(UNIT_FROM_UNIT_COLUMN))
+        .when(pl.lit(plan.unit_column is not None))
+        .then(pl.lit(UNIT_ASSUMED))
+        .otherwise(pl.lit(UNIT_DECLARED))
+    )
+    frame = frame.with_columns(
+        pl.when(pl.col("undetectable")).then(pl.lit(limit, dtype=pl.Float64)).otherwise(pl.col("number")).alias("number"),
+        pl.when(pl.col("undetectable"))
+        .then(pl.lit(limit_unit, dtype=pl.String))
+        .otherwise(pl.coalesce(pl.col("cell_unit"), pl.col("row_unit"), pl.lit(declared, dtype=pl.String)))
+        .alias("unit_used"),
+        origin.alias("unit_origin"),
+    )
+    return frame.drop("unit_text", "undetectable", "cell_unit", "unit_source", "row_unit", "row_unit_missing", strict=False), unit_raw
+
+
+def _cells_at_fault(positions: pl.Series, raw: pl.Series, unit_source: pl.Series | None, unit_at_fault: pl.Series) -> pl.Series:
+    """Return a column with the source text of the cell at fault at ``positions`` and null elsewhere.
+
+    That cell is the unit cell where the unit is unknown and the value cell
+    otherwise. Only these positions are converted to text.
+    """
+    texts = as_text(raw.gather(positions))
+    if unit_source is not None:
+        texts = pl.select(
+            pl.when(unit_at_fault.gather(positions)).then(unit_source.gather(positions)).otherwise(texts)
+        ).to_series()
+    return pl.repeat(None, raw.len(), dtype=pl.String, eager=True).scatter(positions, texts)
 
 
 def _fold_for_tokens(expr: pl.Expr) -> pl.Expr:
@@ -599,19 +668,14 @@ def content_hash(canonical: pl.DataFrame) -> str:
 
 
 def _run_validation(cohort: pd.DataFrame, contract: Contract, validate: bool, opts: Mapping[str, Any]) -> dict[str, Any]:
-    from hivcomorb.ingest.validate import skipped_validation, validate_cohort
+    from hivcomorb.ingest.validate import check_validation, skipped_validation, validate_cohort
 
     if not validate:
         return skipped_validation(contract, "validation was switched off by the caller")
     if len(cohort) == 0:
         return skipped_validation(contract, "no rows were kept")
     validation = validate_cohort(cohort, contract)
-    if validation["success"] is False and opts.get("fail_on_validation", True):
-        failed = [f"{r['expectation']} on {r['column']}" for r in validation["results"] if not r["success"]]
-        raise ExtractError(
-            f"the ingested cohort failed {len(failed)} expectations of the contract suite: {'; '.join(failed[:10])}. "
-            "This points to an ingestion rule that let a value through; report it with the validation results"
-        )
+    check_validation(validation, fail=bool(opts.get("fail_on_validation", True)))
     return validation
 
 
@@ -654,7 +718,7 @@ def _summarise(
             flags = outcome.censor.filter(kept).drop_nulls().value_counts()
             if flags.height:
                 censored[column.name] = {str(row[0]): int(row[1]) for row in flags.iter_rows()}
-        if outcome.unit_used is not None and column.unit is not None:
+        if outcome.unit_used is not None and column.unit is not None and _any_unit_note(outcome, column):
             frame = pl.DataFrame({"unit": outcome.unit_used, "origin": outcome.unit_origin, "value": outcome.values})
             frame = frame.filter(kept).filter(pl.col("value").is_not_null())
             converted = frame.filter(pl.col("unit") != column.unit).group_by(["unit", "origin"]).len().sort(["unit", "origin"])
@@ -705,6 +769,17 @@ def _summarise(
         "suspected_units": suspected,
         "ambiguous_commas": ambiguous,
     }
+
+
+def _any_unit_note(outcome: _ColumnOutcome, column: Column) -> bool:
+    """Return whether any row of ``outcome`` was converted or read in an assumed unit, kept or not.
+
+    When no row was, the column has no conversion or assumed-unit count, and
+    ``_summarise`` can skip the grouping of its rows.
+    """
+    converted = (outcome.unit_used != column.unit).any()
+    assumed = (outcome.unit_origin == UNIT_ASSUMED).any()
+    return bool(converted or assumed)
 
 
 def _origin_text(origin: str) -> str:

@@ -11,7 +11,7 @@ regular expression below.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import polars as pl
 
@@ -104,8 +104,10 @@ def parse_numeric(
     if raw.dtype.is_numeric() or raw.dtype == pl.Boolean:
         return _parse_typed(raw)
     text = raw if raw.dtype == pl.String else raw.cast(pl.String)
-    stripped = text.str.strip_chars()
-    fast = stripped.cast(pl.Float64, strict=False)
+    # Most cells are plain numbers that a float cast reads as they are. A cell
+    # the cast reads has no surrounding whitespace, so only the other cells
+    # are stripped and, if still unread, parsed below.
+    fast = text.cast(pl.Float64, strict=False)
     fast_ok = fast.is_not_null() & fast.is_finite()
     number = pl.select(pl.when(fast_ok).then(fast)).to_series().alias("number")
     censor = pl.repeat(None, n, dtype=pl.String, eager=True).alias("censor")
@@ -113,11 +115,22 @@ def parse_numeric(
     undetectable = pl.repeat(False, n, dtype=pl.Boolean, eager=True).alias("undetectable")
     error = pl.repeat(None, n, dtype=pl.String, eager=True).alias("error")
     detail = pl.repeat(None, n, dtype=pl.String, eager=True).alias("detail")
-    slow = (stripped.is_not_null() & ~fast_ok).arg_true()
+    slow = (text.is_not_null() & ~fast_ok).arg_true()
     if slow.len() == 0:
         return NumericCells(number, censor, unit_text, undetectable, error, detail, 0, None)
 
-    cells = pl.DataFrame({"raw": stripped.gather(slow)})
+    stripped = text.gather(slow).str.strip_chars()
+    retried = stripped.cast(pl.Float64, strict=False)
+    retried_ok = retried.is_not_null() & retried.is_finite()
+    if retried_ok.any():
+        # Numbers with surrounding whitespace, such as " 12 ".
+        number = number.scatter(slow.filter(retried_ok), retried.filter(retried_ok))
+        stripped = stripped.filter(~retried_ok)
+        slow = slow.filter(~retried_ok)
+        if slow.len() == 0:
+            return NumericCells(number, censor, unit_text, undetectable, error, detail, 0, None)
+
+    cells = pl.DataFrame({"raw": stripped})
     parsed, ambiguous, reading = _parse_text_cells(
         cells,
         missing=fold_tokens(missing_tokens),
@@ -276,15 +289,39 @@ def _parse_text_cells(
 
 def parse_censor_flags(raw: pl.Series, missing_tokens: Iterable[str]) -> tuple[pl.Series, pl.Series]:
     """Parse a source censoring-flag column into ``<``, ``>`` or null, and an error column."""
-    text = as_text(raw).str.strip_chars()
-    frame = pl.DataFrame({"raw": text})
-    out = frame.select(
-        pl.col("raw").replace_strict({"<": "<", "<=": "<", ">": ">", ">=": ">"}, default=None).alias("flag"),
-        _fold_expr(pl.col("raw")).is_in(fold_tokens(missing_tokens)).alias("missing"),
-    )
-    bad = text.is_not_null() & out["flag"].is_null() & ~out["missing"]
-    error = pl.select(pl.when(bad).then(pl.lit(rules.INVALID_CENSOR_FLAG))).to_series().cast(pl.String)
-    return out["flag"], error
+    tokens = fold_tokens(missing_tokens)
+
+    def parse(text: pl.Series) -> tuple[pl.Series, pl.Series]:
+        stripped = text.str.strip_chars()
+        out = pl.DataFrame({"raw": stripped}).select(
+            pl.col("raw").replace_strict({"<": "<", "<=": "<", ">": ">", ">=": ">"}, default=None).alias("flag"),
+            _fold_expr(pl.col("raw")).is_in(tokens).alias("missing"),
+        )
+        bad = stripped.is_not_null() & out["flag"].is_null() & ~out["missing"]
+        error = pl.select(pl.when(bad).then(pl.lit(rules.INVALID_CENSOR_FLAG))).to_series().cast(pl.String)
+        return out["flag"], error
+
+    return _parse_distinct(as_text(raw), parse, pl.String)
+
+
+def _parse_distinct(
+    text: pl.Series, parse: Callable[[pl.Series], tuple[pl.Series, pl.Series]], dtype: pl.DataType
+) -> tuple[pl.Series, pl.Series]:
+    """Apply ``parse`` to the distinct non-null cells of ``text`` and map its value and error back to every cell.
+
+    ``parse`` must read each cell on its own, so the result equals parsing
+    every cell. Category, label and flag columns repeat a few values, so this
+    costs one hash lookup per cell instead of several string operations. A
+    null cell gets a null value and no error, as ``parse`` gives it.
+    """
+    n = text.len()
+    distinct = text.drop_nulls().unique()
+    if distinct.len() == 0:
+        return pl.repeat(None, n, dtype=dtype, eager=True), pl.repeat(None, n, dtype=pl.String, eager=True)
+    values, errors = parse(distinct)
+    # A null cell gets a null index, and gathering at a null index gives null.
+    index = text.replace_strict(distinct, pl.int_range(distinct.len(), dtype=pl.UInt32, eager=True), default=None)
+    return values.cast(dtype).gather(index), errors.cast(pl.String).gather(index)
 
 
 def category_lookup(categories: Iterable[str], recodes: Mapping[str, str | None]) -> dict[str, str | None]:
@@ -307,21 +344,24 @@ def parse_category(
 ) -> tuple[pl.Series, pl.Series]:
     """Parse a category column into contract categories (or null) and an error column."""
     lookup = category_lookup(list(categories), recodes)
-    missing = {fold_text(t) for t in missing_tokens}
-    text = as_text(raw)
-    frame = pl.DataFrame({"raw": text}).with_columns(
-        pl.col("raw").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars().alias("key")
-    )
+    missing = sorted({fold_text(t) for t in missing_tokens})
     keys = list(lookup)
     values = [lookup[k] for k in keys]
-    out = frame.select(
-        pl.col("key").replace_strict(keys, values, default=None, return_dtype=pl.String).alias("value"),
-        pl.col("key").is_in(keys).alias("known"),
-        pl.col("key").is_in(sorted(missing)).alias("missing"),
-    )
-    bad = text.is_not_null() & ~out["known"] & ~out["missing"]
-    error = pl.select(pl.when(bad).then(pl.lit(rules.UNKNOWN_CATEGORY))).to_series().cast(pl.String)
-    return out["value"], error
+
+    def parse(text: pl.Series) -> tuple[pl.Series, pl.Series]:
+        frame = pl.DataFrame({"raw": text}).with_columns(
+            pl.col("raw").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars().alias("key")
+        )
+        out = frame.select(
+            pl.col("key").replace_strict(keys, values, default=None, return_dtype=pl.String).alias("value"),
+            pl.col("key").is_in(keys).alias("known"),
+            pl.col("key").is_in(missing).alias("missing"),
+        )
+        bad = text.is_not_null() & ~out["known"] & ~out["missing"]
+        error = pl.select(pl.when(bad).then(pl.lit(rules.UNKNOWN_CATEGORY))).to_series().cast(pl.String)
+        return out["value"], error
+
+    return _parse_distinct(as_text(raw), parse, pl.String)
 
 
 def parse_label(
@@ -337,16 +377,19 @@ def parse_label(
     lookup.update({fold_text(t): "0" for t in negative})
     for source, target in recodes.items():
         lookup[fold_text(source)] = target
-    text = as_text(raw)
     keys = list(lookup)
     values = [lookup[k] for k in keys]
-    frame = pl.DataFrame({"raw": text}).with_columns(
-        pl.col("raw").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars().alias("key")
-    )
-    out = frame.select(
-        pl.col("key").replace_strict(keys, values, default=None, return_dtype=pl.String).cast(pl.Int8).alias("value"),
-        pl.col("key").is_in(keys).alias("known"),
-    )
-    bad = text.is_not_null() & ~out["known"]
-    error = pl.select(pl.when(bad).then(pl.lit(rules.INVALID_LABEL))).to_series().cast(pl.String)
-    return out["value"], error
+
+    def parse(text: pl.Series) -> tuple[pl.Series, pl.Series]:
+        frame = pl.DataFrame({"raw": text}).with_columns(
+            pl.col("raw").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars().alias("key")
+        )
+        out = frame.select(
+            pl.col("key").replace_strict(keys, values, default=None, return_dtype=pl.String).cast(pl.Int8).alias("value"),
+            pl.col("key").is_in(keys).alias("known"),
+        )
+        bad = text.is_not_null() & ~out["known"]
+        error = pl.select(pl.when(bad).then(pl.lit(rules.INVALID_LABEL))).to_series().cast(pl.String)
+        return out["value"], error
+
+    return _parse_distinct(as_text(raw), parse, pl.Int8)

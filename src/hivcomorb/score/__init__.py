@@ -4,7 +4,10 @@ The extract goes through the ingestion code path of training
 (:func:`hivcomorb.ingest.ingest_frame`: mapping, unit harmonisation, value
 parsing, validation and quarantine) chunk by chunk, so memory stays bounded
 whatever the file size. Every row read is either scored or quarantined, and
-the run stops without writing anything if the counts do not reconcile.
+the run stops without writing anything if the counts do not reconcile. By
+default the Great Expectations suite runs once, after the last chunk, on the
+rows that decide each of its expectations (``score.validate: compact``), and a
+failed expectation also stops the run before anything is written.
 
 Outputs, for ``--out scores.parquet`` (or ``scores.csv``):
 
@@ -39,10 +42,11 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
@@ -56,7 +60,7 @@ from hivcomorb.errors import ConfigError, ExtractError
 from hivcomorb.files import file_sha256, write_json_atomic, write_text_atomic
 from hivcomorb.pyfunc import probability_column
 from hivcomorb.score.checks import check_input_columns, isolation_flags, join_reasons, range_flags
-from hivcomorb.score.model import ScoringModel, load_scoring_model, place_on_device
+from hivcomorb.score.model import ScoringModel, load_scoring_model, place_on_device, predict_label, single_block
 from hivcomorb.score.reasons import ValueTexts, column_groups, shap_values, top_reasons
 from hivcomorb.score.reader import open_extract
 from hivcomorb.score.summary import ScoreCounts, render_html, summary_sentences
@@ -64,7 +68,7 @@ from hivcomorb.score.writer import QUARANTINE_SCHEMA, ChunkWriter, output_format
 
 logger = logging.getLogger(__name__)
 
-VALIDATE_CHOICES = ("every_chunk", "first_chunk", "off")
+VALIDATE_CHOICES = ("compact", "every_chunk", "first_chunk", "off")
 STAMP_COLUMNS = ("model_name", "model_version", "model_run_id", "setting", "contract_version", "extract_sha256", "scored_at")
 
 __all__ = ["ScoreOptions", "output_paths", "score_extract", "register_cli"]
@@ -84,7 +88,7 @@ class ScoreOptions:
     device: str = "cpu"
     n_jobs: int = 0
     allow_missing_labs: bool = False
-    validate: str = "first_chunk"
+    validate: str = "compact"
     progress: bool | None = None
     groups: list[str] = field(default_factory=lambda: ["gender", "ethnicity", "age_band", "hiv_exposure", "deprivation_quintile"])
     age_bands: list[float] = field(default_factory=lambda: [18, 30, 40, 50, 60, 70])
@@ -164,6 +168,7 @@ def score_chunk(
     reasons: bool,
     n_reasons: int,
     absent_labs: Iterable[str] = (),
+    pool: Executor | None = None,
 ) -> ChunkScores:
     """Score canonical rows: probabilities, flags, reasons and out-of-distribution checks.
 
@@ -180,16 +185,23 @@ def score_chunk(
         Reasons per flagged label.
     absent_labs : iterable of str
         Lab columns the extract lacks, scored as missing values.
+    pool : Executor, optional
+        Threads that predict the labels and the isolation scores side by
+        side. Without one, they run in this thread, one after another.
     """
     bundle, contract = model.bundle, model.contract
     frame = cohort.reset_index(drop=True)
     for lab in absent_labs:
         frame[lab] = np.nan
-    matrix = bundle.features(frame, contract)
-    probabilities = bundle.predict_proba_matrix(matrix)
+    matrix = single_block(bundle.features(frame, contract))
+    if pool is None:
+        pool = _SAME_THREAD
+    predicted = {label: pool.submit(predict_label, bundle, label, matrix) for label in bundle.labels}
+    isolation = pool.submit(isolation_flags, model.ood_detector, matrix)
 
     range_ood, range_text = range_flags(frame, bundle.training_ranges, {c: contract.column(c).unit for c in bundle.training_ranges if c in frame.columns})
-    ood_score, isolation_ood, isolation_text = isolation_flags(model.ood_detector, matrix)
+    probabilities = {label: future.result() for label, future in predicted.items()}
+    ood_score, isolation_ood, isolation_text = isolation.result()
     ood = range_ood | isolation_ood
 
     out: dict[str, Any] = {
@@ -200,7 +212,7 @@ def score_chunk(
     groups = column_groups(bundle.feature_names, bundle.input_columns, contract) if reasons else []
     value_texts = ValueTexts(frame, contract)
     for label in bundle.labels:
-        p = probabilities[label].to_numpy()
+        p = probabilities[label]
         flag = p >= float(bundle.thresholds[label])
         flags[label] = flag
         out[probability_column(label)] = p
@@ -220,6 +232,22 @@ def score_chunk(
     for name in STAMP_COLUMNS:
         out[name] = stamps[name]
     return ChunkScores(pd.DataFrame(out), flags, ood, range_ood, isolation_ood)
+
+
+class _SameThreadExecutor(Executor):
+    """An executor that runs each call at once, in the calling thread."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            # Future.result() raises it in the caller, as a thread pool would.
+            future.set_exception(exc)
+        return future
+
+
+_SAME_THREAD = _SameThreadExecutor()
 
 
 def _quarantine_repeated_ids(
@@ -305,7 +333,8 @@ def score_extract(
     ExtractError, MappingError
         If the extract cannot be read or mapped, or the counts do not reconcile.
     """
-    from hivcomorb.ingest import ingest_frame, load_mapping
+    from hivcomorb.ingest import default_options, ingest_frame, load_mapping
+    from hivcomorb.ingest import validate as validate_module
     from hivcomorb.ingest.mapping import plan_mapping
 
     options = ScoreOptions.from_config(ctx.config, model=model, reasons=reasons, chunk_rows=chunk_rows, device=device)
@@ -314,7 +343,12 @@ def score_extract(
     paths = output_paths(out)
 
     scoring_model = load_scoring_model(options.model, dataset=ctx.dataset, fallback_contract=ctx.contract)
-    place_on_device(scoring_model.bundle, options.device, options.n_jobs)
+    # Without reasons, each estimator predicts on one thread and the labels run side by side.
+    # The OpenMP threads of one estimator wait for each other at every call, which costs
+    # most when ingestion of the next chunk shares the cores. SHAP values use the
+    # estimators' own threads, so with reasons (or on a GPU) labels run one after another.
+    parallel_labels = not options.reasons and options.device == "cpu"
+    place_on_device(scoring_model.bundle, options.device, 1 if parallel_labels else options.n_jobs)
     model_contract = scoring_model.contract
     full_mapping = load_mapping(mapping, model_contract)
     # Labels are not model inputs, so scoring ingests without them: a malformed
@@ -324,6 +358,8 @@ def score_extract(
         **full_mapping,
         "columns": {source: spec for source, spec in full_mapping["columns"].items() if spec["to"] not in model_contract.labels},
     }
+
+    compact = validate_module.CompactCohort(contract) if options.validate == "compact" else None
 
     with open_extract(extract, chunk_rows=options.chunk_rows, sheet=sheet, encoding=encoding, delimiter=delimiter) as source:
         plan = plan_mapping(site_mapping, contract, source.columns, extract.name)
@@ -351,18 +387,37 @@ def score_extract(
             ChunkWriter(paths["scores"], score_schema(scoring_model, options.n_reasons, options.reasons), metadata=stamps) as scores_out,
             ChunkWriter(paths["quarantine"], QUARANTINE_SCHEMA, file_format="csv") as quarantine_out,
             _progress(n_rows, options.progress) as progress,
+            ThreadPoolExecutor(max_workers=options.n_jobs if parallel_labels else 1, thread_name_prefix="hivcomorb-predict") as pool,
         ):
+            if options.validate != "off" and not options.reasons:
+                # Great Expectations takes seconds to import, so it is imported while the chunks
+                # are scored. With reasons, the first chunk imports the SHAP code in this thread,
+                # and two threads importing modules of the same packages at once can receive
+                # half-initialised modules, so the import then waits for the first validation.
+                threading.Thread(target=validate_module.prepare, name="hivcomorb-gx-import", daemon=True).start()
+
             def ingest_one(frame: Any, offset: int) -> Any:
-                # Every chunk goes through ingestion's parsing and quarantine rules. The
-                # Great Expectations suite costs seconds per call whatever the chunk size,
-                # so by default only the first chunk is validated; see score.validate.
+                # Every chunk goes through ingestion's parsing and quarantine rules. A run of
+                # the Great Expectations suite costs about a second even on a few rows. So by
+                # default (compact) each chunk only adds the rows that decide each expectation,
+                # and the suite runs once on those after the last chunk.
                 validate = options.validate == "every_chunk" or (options.validate == "first_chunk" and offset == 0)
                 return ingest_frame(
-                    frame, contract, site_mapping, source_name=extract.name, row_offset=offset, validate=validate, allow_empty=True
+                    frame,
+                    contract,
+                    site_mapping,
+                    source_name=extract.name,
+                    row_offset=offset,
+                    validate=validate,
+                    allow_empty=True,
+                    hash_content=False,
+                    deciding_rows=compact is not None,
                 )
 
             for frame, result in _ingest_ahead(source.chunks(), ingest_one):
                 counts.rows_read += frame.height
+                if compact is not None:
+                    compact.add(result.deciding_rows, len(result.cohort))
                 cohort, quarantine = _quarantine_repeated_ids(result.cohort, result.quarantine, duplicated_ids, contract.id_column)
                 if len(cohort):
                     scored = score_chunk(
@@ -372,6 +427,7 @@ def score_extract(
                         reasons=options.reasons,
                         n_reasons=options.n_reasons,
                         absent_labs=absent_labs,
+                        pool=pool,
                     )
                     scores_out.write(scored.frame)
                     counts.add_chunk(cohort.reset_index(drop=True), scored.flags, scored.ood, scored.range_ood, scored.isolation_ood)
@@ -386,6 +442,8 @@ def score_extract(
                     f"{counts.rows_scored} + quarantined {counts.rows_quarantined}; nothing was written. "
                     "This is a bug in hivcomorb: report it with the hivcomorb version and the extract's shape"
                 )
+            if compact is not None:
+                validate_module.check_validation(compact.validate(), fail=bool(default_options().get("fail_on_validation", True)))
             minimum = min_group_size(ctx.config)
             result_data: dict[str, Any] = {
                 "counts": counts.as_dict(minimum),

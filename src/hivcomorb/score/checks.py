@@ -89,7 +89,7 @@ def range_flags(frame: pd.DataFrame, ranges: dict[str, tuple[float, float]], uni
         several joined by ``; ``; null elsewhere.
     """
     n_rows = len(frame)
-    parts: list[pl.Series] = []
+    parts: list[tuple[np.ndarray, str]] = []
     flags = np.zeros(n_rows, dtype=bool)
     for column, (low, high) in ranges.items():
         if column not in frame.columns:
@@ -99,11 +99,17 @@ def range_flags(frame: pd.DataFrame, ranges: dict[str, tuple[float, float]], uni
         below = values < low
         above = values > high
         if below.any():
-            parts.append(_text_where(below, f"{column} below training minimum {low:.4g}{unit}"))
+            parts.append((below, f"{column} below training minimum {low:.4g}{unit}"))
         if above.any():
-            parts.append(_text_where(above, f"{column} above training maximum {high:.4g}{unit}"))
+            parts.append((above, f"{column} above training maximum {high:.4g}{unit}"))
         flags |= below | above
-    return flags, _join(parts, n_rows)
+    # Only flagged rows get a text, so the texts are built for those rows alone.
+    rows = np.flatnonzero(flags)
+    texts = _join([_text_where(mask[rows], text) for mask, text in parts], rows.size)
+    reasons = pl.repeat(None, n_rows, dtype=pl.String, eager=True)
+    if rows.size:
+        reasons = reasons.scatter(rows, texts)
+    return flags, reasons
 
 
 def isolation_flags(detector: OutOfDistributionDetector | None, matrix: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, pl.Series]:
