@@ -586,7 +586,7 @@ def register_cli(subparsers: Any) -> None:
             "Every row read is scored or quarantined. The run is tracked in MLflow without patient data."
         ),
     )
-    parser.add_argument("extract", help="extract file: CSV (any delimiter, UTF-8/Windows-1252/Latin-1), Parquet or Excel")
+    parser.add_argument("extract", help="extract file: CSV (any delimiter, UTF-8, UTF-16 with a byte order mark, Windows-1252 or Latin-1), Parquet or Excel")
     parser.add_argument(
         "--model",
         default=None,
