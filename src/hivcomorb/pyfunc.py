@@ -49,8 +49,8 @@ BUNDLE_ARTIFACT = "bundle"
 CONTRACT_ARTIFACT = "contract"
 OOD_ARTIFACT = "ood_detector"
 
-# Smallest batch in which an input column with no value at all is logged as a
-# likely caller mistake; a few rows may lack a rarely measured lab by chance.
+# Smallest batch in which an input column with no value is logged as a likely
+# caller mistake. A few rows may lack a rarely measured lab by chance.
 EMPTY_COLUMN_MIN_ROWS = 50
 
 # Maximum number of row numbers listed per column in an invalid-input error.

@@ -107,7 +107,7 @@ class ExtractSource:
             for frame in self._lazy().collect_batches(chunk_size=self.chunk_rows):
                 if frame.height == 0:
                     continue
-                # The streaming engine may hand over batches larger than asked.
+                # The streaming engine may return batches larger than the requested size.
                 for start in range(0, frame.height, self.chunk_rows):
                     piece = frame.slice(start, self.chunk_rows)
                     yield piece, offset
@@ -119,9 +119,9 @@ class ExtractSource:
             ) from exc
 
     def _parquet_chunks(self) -> Iterator[tuple[pl.DataFrame, int]]:
-        # One row range per chunk, read when scoring asks for it. The streaming engine's
-        # batches ran ahead of scoring instead: they held about 1.8 GB of a 10-million-row
-        # extract in memory while scoring used one chunk (polars 2.1).
+        # Each chunk reads only its own row range, when scoring requests it. With polars 2.1
+        # the streaming engine's batches ran ahead of scoring and held about 1.8 GB of a
+        # 10-million-row extract in memory while scoring used one chunk.
         lazy = self._lazy()
         offset = 0
         try:

@@ -117,14 +117,14 @@ class ScoreCounts:
                 minimum,
             )
             visible: dict[str, Any] = {name: SUPPRESSED for name in hidden_groups}
-            shown = [name for name in names if name not in hidden_groups]
-            for name in shown:
+            shown_groups = [name for name in names if name not in hidden_groups]
+            for name in shown_groups:
                 total = groups[name]["patients"]
                 visible[name] = {"patients": total, **{key: reportable_count(groups[name][key], total, minimum) for key in keys}}
             # A hidden group's flag counts are hidden cells of every key.
             for key in keys:
                 counts = {name: groups[name][key] for name in names}
-                hidden = set(hidden_groups) | {name for name in shown if visible[name][key] == SUPPRESSED}
+                hidden = set(hidden_groups) | {name for name in shown_groups if visible[name][key] == SUPPRESSED}
                 for name in complementary_hidden(counts, hidden, minimum) - hidden:
                     visible[name][key] = SUPPRESSED
             out[column] = {name: visible[name] for name in names}

@@ -426,8 +426,6 @@ def _make_figures(folder: Path, data, results, evaluation, champions, splits) ->
     return make_figures(folder, data, results, evaluation, champions, splits)
 
 
-
-
 def register_cli(subparsers: Any) -> None:
     """Add ``hivcomorb train``."""
     from hivcomorb.pipeline import add_stage_command
