@@ -52,7 +52,7 @@ def summary_sentences(document: Mapping[str, Any], alpha: float) -> list[str]:
     for setting in ("aware", "unaware"):
         block = document["settings"][setting]
         sentences.append(
-            f"The best demographic-{setting} model was {block['model']}, with macro-F1 {_ci(block, 'macro_f1', level)}"
+            f"The demographic-{setting} champion was {block['model']}, with macro-F1 {_ci(block, 'macro_f1', level)}"
             f" and macro-AUROC {_ci(block, 'macro_auroc', level)}."
         )
 
