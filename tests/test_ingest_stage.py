@@ -12,7 +12,7 @@ import pytest
 from hivcomorb.cli import configure_logging
 from hivcomorb.config import load_config
 from hivcomorb.context import RunContext
-from hivcomorb.errors import ExtractError
+from hivcomorb.errors import ConfigError, ExtractError
 from hivcomorb.ingest import register_cli, report_section
 from hivcomorb.ingest.stage import OUTPUT_FILES
 from hivcomorb.pipeline import run_single_stage
@@ -64,12 +64,12 @@ def write_site_files(folder):
     return extract, mapping
 
 
-def context_for(folder, extract, mapping=None):
+def context_for(folder, extract, mapping=None, **ingest):
     overrides = {
         "paths": {"artifacts": str(folder / "artifacts"), "reports": str(folder / "reports")},
         "device": "cpu",
         "source": {"kind": "file", "path": str(extract)},
-        "ingest": {"mapping": str(mapping) if mapping else None},
+        "ingest": {"mapping": str(mapping) if mapping else None, **ingest},
     }
     return RunContext.from_config(load_config("demo", overrides))
 
@@ -192,3 +192,135 @@ def test_cli_help_documents_mapping_and_outputs(capsys):
     text = capsys.readouterr().out
     for phrase in ("--mapping FILE", "--sheet NAME", "--encoding ENC", "--delimiter CHAR", "--out DIR", "id_column", "quarantine.csv", "validation.html"):
         assert phrase in text
+
+
+SYNTH_PATIENTS = 300
+
+
+@pytest.fixture(scope="module")
+def synth_extract(tmp_path_factory):
+    """A synthetic extract in canonical form, written as a CSV file."""
+    from hivcomorb.synth import generate
+
+    path = tmp_path_factory.mktemp("synth") / "synth.csv"
+    generate(SYNTH_PATIENTS, 11).extract.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs_by_limit(module_store, synth_extract, tmp_path_factory) -> dict:
+    """ingest.json and validation.html of the synthetic extract with auto mode and a low and a high row limit."""
+    outputs = {}
+    for limit in (100, 10_000):
+        folder = tmp_path_factory.mktemp(f"limit{limit}")
+        ctx = context_for(folder, synth_extract, validate="auto", validate_all_rows_up_to=limit)
+        run_single_stage(ctx, "ingest")
+        out = ctx.stage_dir("ingest")
+        outputs[limit] = {
+            "summary": json.loads((out / "ingest.json").read_text(encoding="utf-8")),
+            "page": (out / "validation.html").read_text(encoding="utf-8"),
+            "context": ctx,
+        }
+    return outputs
+
+
+def test_stage_auto_compact_above_limit(runs_by_limit):
+    validation = runs_by_limit[100]["summary"]["validation"]
+    assert validation["mode"] == "compact"
+    assert validation["rows_represented"] == runs_by_limit[100]["summary"]["rows_kept"] > 100
+    assert 0 < validation["rows_validated"] < validation["rows_represented"]
+
+
+def test_stage_auto_all_rows_up_to_limit(runs_by_limit):
+    validation = runs_by_limit[10_000]["summary"]["validation"]
+    kept = runs_by_limit[10_000]["summary"]["rows_kept"]
+    assert (validation["mode"], validation["rows_validated"], validation["rows_represented"]) == ("all_rows", kept, kept)
+
+
+def test_stage_compact_same_outcome_as_all_rows(runs_by_limit):
+    compact, every_row = runs_by_limit[100]["summary"], runs_by_limit[10_000]["summary"]
+    assert compact["validation"]["success"] is every_row["validation"]["success"] is True
+    assert compact["validation"]["statistics"] == every_row["validation"]["statistics"]
+    assert compact["content_hash"] == every_row["content_hash"]
+
+
+def test_stage_compact_json_states_rows_checked(runs_by_limit):
+    summary = runs_by_limit[100]["summary"]
+    checked, kept = summary["validation"]["rows_validated"], summary["validation"]["rows_represented"]
+    coverage = summary["validation"]["coverage"]
+    assert f"Great Expectations checked {checked:,} deciding rows, which represent all {kept:,} kept rows" in coverage
+    assert "exactly as it would on all kept rows" in coverage
+    assert f"(element_count, missing_count, unexpected_count) refer to the {checked:,} deciding rows" in coverage
+    assert summary["summary"][-1] == (
+        f"Great Expectations checked the {checked:,} rows that decide these expectations, which represent all {kept:,} "
+        "kept rows, so each outcome is the one that all kept rows would give."
+    )
+
+
+def test_stage_compact_page_states_rows_checked(runs_by_limit):
+    summary, page = runs_by_limit[100]["summary"], runs_by_limit[100]["page"]
+    checked, kept = summary["validation"]["rows_validated"], summary["validation"]["rows_represented"]
+    assert f"Great Expectations checked {checked:,} deciding rows, which represent all {kept:,} kept rows" in page
+    assert "<tr><td>Validation mode</td><td>compact</td></tr>" in page
+    assert f"<tr><td>Kept rows</td><td>{kept:,}</td></tr>" in page
+    assert f"<tr><td>Rows checked by Great Expectations</td><td>{checked:,}</td></tr>" in page
+    assert "unexpected (deciding rows, Great Expectations)" in page
+    assert "missing (all kept rows, counted by hivcomorb)" in page
+
+
+def test_stage_compact_page_counts_every_kept_row(runs_by_limit):
+    kept = runs_by_limit[100]["summary"]["rows_kept"]
+    page = runs_by_limit[100]["page"]
+    # Cells 5 to 7 are the counts of Great Expectations on the deciding rows, cells 8 to 10 those of hivcomorb on all kept rows.
+    row = next(line for line in page.splitlines() if line.startswith("<tr><td>age</td>") and "expect_column_values_to_be_between" in line)
+    cells = row.split("</td><td>")
+    assert cells[8] == f"{kept:,}"
+    assert cells[5] != f"{kept:,}"
+
+
+def test_stage_all_rows_page_states_rows_checked(runs_by_limit):
+    kept = runs_by_limit[10_000]["summary"]["rows_kept"]
+    page = runs_by_limit[10_000]["page"]
+    assert f"Great Expectations checked all {kept:,} kept rows." in page
+    assert "<tr><td>Validation mode</td><td>all_rows</td></tr>" in page
+    assert "counted by hivcomorb" not in page
+    assert "deciding rows" not in page
+
+
+def test_stage_outputs_contain_no_patient_id(runs_by_limit, synth_extract):
+    first_id = pd.read_csv(synth_extract)["patient_id"].iloc[0]
+    for limit, run in runs_by_limit.items():
+        assert first_id not in run["page"], limit
+        assert first_id not in json.dumps(run["summary"]), limit
+
+
+def test_stage_report_states_compact_rows(runs_by_limit):
+    html = report_section(runs_by_limit[100]["context"])
+    assert "deciding rows, which represent all" in html
+
+
+def test_stage_reruns_after_validate_setting_changes(module_store, tmp_path, caplog):
+    extract, mapping = write_site_files(tmp_path)
+    ctx = context_for(tmp_path, extract, mapping, validate="all_rows")
+    run_single_stage(ctx, "ingest")
+    ctx.config["ingest"]["validate"] = "compact"
+    with caplog.at_level("INFO", logger="hivcomorb.ingest.stage"):
+        run_single_stage(ctx, "ingest")
+    summary = json.loads((ctx.stage_dir("ingest") / "ingest.json").read_text(encoding="utf-8"))
+    assert "reusing the outputs" not in caplog.text
+    assert summary["validation"]["mode"] == "compact"
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"validate": "every_row"}, r"ingest\.validate must be one of 'auto', 'all_rows', 'compact', got 'every_row'"),
+        ({"validate": "auto", "validate_all_rows_up_to": "many"}, r"ingest\.validate_all_rows_up_to must be a whole number"),
+    ],
+)
+def test_stage_invalid_validate_setting(module_store, tmp_path, setting, message):
+    extract, mapping = write_site_files(tmp_path)
+    ctx = context_for(tmp_path, extract, mapping, **setting)
+    with pytest.raises(ConfigError, match=message):
+        run_single_stage(ctx, "ingest")
+    assert not any(ctx.stage_dir("ingest").iterdir())

@@ -8,9 +8,18 @@ import polars as pl
 import pytest
 
 from hivcomorb.contract import load_contract
-from hivcomorb.errors import ExtractError
-from hivcomorb.ingest import ingest_frame
-from hivcomorb.ingest.validate import CompactCohort, check_validation, deciding_rows, validate_cohort
+from hivcomorb.errors import ConfigError, ExtractError
+from hivcomorb.ingest import ingest_file, ingest_frame
+from hivcomorb.ingest import validate as validate_module
+from hivcomorb.ingest.validate import (
+    CompactCohort,
+    RowsSetting,
+    all_rows_counts,
+    check_validation,
+    deciding_rows,
+    validate_cohort,
+    validate_kept_rows,
+)
 from hivcomorb.schema import build_suite
 
 CONTRACT = load_contract()
@@ -146,3 +155,164 @@ def test_deciding_rows_sorted_positions(cohort):
     positions = deciding_rows(pl.from_pandas(cohort), build_suite(CONTRACT, columns=cohort.columns))
     assert positions.dtype == np.int64
     assert np.all(np.diff(positions) > 0)
+
+
+# (case, options, message): ingest.validate settings that must be rejected.
+INVALID_SETTINGS = [
+    ("unknown mode", {"validate": "fast", "validate_all_rows_up_to": 10}, r"ingest\.validate must be one of 'auto', 'all_rows', 'compact', got 'fast'"),
+    ("boolean mode", {"validate": True, "validate_all_rows_up_to": 10}, r"ingest\.validate must be one of .*got True"),
+    ("auto without limit", {"validate": "auto", "validate_all_rows_up_to": None}, r"ingest\.validate_all_rows_up_to must be a whole number.*got None"),
+    ("negative limit", {"validate": "auto", "validate_all_rows_up_to": -1}, r"ingest\.validate_all_rows_up_to .*got -1"),
+    ("text limit", {"validate": "compact", "validate_all_rows_up_to": "200k"}, r"ingest\.validate_all_rows_up_to .*got '200k'"),
+    ("boolean limit", {"validate": "auto", "validate_all_rows_up_to": True}, r"ingest\.validate_all_rows_up_to .*got True"),
+]
+
+# (setting, kept rows, mode that runs)
+MODES_BY_ROWS = [
+    ({"validate": "auto", "validate_all_rows_up_to": 100}, 100, "all_rows"),
+    ({"validate": "auto", "validate_all_rows_up_to": 100}, 101, "compact"),
+    ({"validate": "auto", "validate_all_rows_up_to": 0}, 1, "compact"),
+    ({"validate": "all_rows", "validate_all_rows_up_to": 100}, 10**6, "all_rows"),
+    ({"validate": "compact", "validate_all_rows_up_to": 100}, 1, "compact"),
+    ({}, 10**6, "all_rows"),
+]
+
+
+@pytest.mark.parametrize(("case", "options", "message"), INVALID_SETTINGS, ids=[c[0] for c in INVALID_SETTINGS])
+def test_rows_setting_invalid_value_raises(case, options, message):
+    with pytest.raises(ConfigError, match=message):
+        RowsSetting.from_options(options)
+
+
+@pytest.mark.parametrize(("options", "rows_kept", "mode"), MODES_BY_ROWS)
+def test_rows_setting_mode_for_kept_rows(options, rows_kept, mode):
+    assert RowsSetting.from_options(options).mode_for(rows_kept) == mode
+
+
+def test_ingest_frame_invalid_setting_raises():
+    with pytest.raises(ConfigError, match="ingest.validate must be one of"):
+        ingest_frame(pd.DataFrame({"patient_id": ["a"]}), CONTRACT, None, source_name="x.csv", options={"validate": "sometimes"})
+
+
+@pytest.fixture(scope="module")
+def extract_file(tmp_path_factory):
+    """The synthetic extract of the module's cohort, written as a CSV file."""
+    from hivcomorb.synth import generate
+
+    path = tmp_path_factory.mktemp("extract") / "synth.csv"
+    generate(N_PATIENTS, 5).extract.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ingested_both_ways(extract_file) -> dict:
+    return {mode: ingest_file(extract_file, CONTRACT, options={"validate": mode}) for mode in ("all_rows", "compact")}
+
+
+def test_ingest_compact_matches_all_rows(ingested_both_ways):
+    every_row = ingested_both_ways["all_rows"].validation
+    compact = ingested_both_ways["compact"].validation
+    assert len(every_row["results"]) > 100
+    assert verdicts(compact) == verdicts(every_row)
+    assert compact["statistics"] == every_row["statistics"]
+
+
+def test_ingest_compact_same_cohort(ingested_both_ways):
+    pd.testing.assert_frame_equal(ingested_both_ways["compact"].cohort, ingested_both_ways["all_rows"].cohort)
+    assert ingested_both_ways["compact"].summary["content_hash"] == ingested_both_ways["all_rows"].summary["content_hash"]
+
+
+def test_ingest_summary_records_rows_checked(ingested_both_ways):
+    kept = ingested_both_ways["all_rows"].summary["rows_kept"]
+    every_row = ingested_both_ways["all_rows"].summary["validation"]
+    compact = ingested_both_ways["compact"].summary["validation"]
+    assert (every_row["mode"], every_row["rows_validated"], every_row["rows_represented"]) == ("all_rows", kept, kept)
+    assert (compact["mode"], compact["rows_represented"]) == ("compact", kept)
+    assert 0 < compact["rows_validated"] < kept / 2
+    assert f"Great Expectations checked {compact['rows_validated']:,} deciding rows" in compact["coverage"]
+    assert f"all {kept:,} kept rows" in compact["coverage"]
+
+
+def test_ingest_compact_counts_every_kept_row(ingested_both_ways):
+    every_row = {(r["expectation"], r["column"]): r for r in ingested_both_ways["all_rows"].validation["results"]}
+    compact = ingested_both_ways["compact"].validation["results"]
+    uncounted = {r["expectation"] for r in compact if "all_rows" not in r}
+    assert uncounted == {"expect_column_to_exist", "expect_column_values_to_be_in_type_list"}
+    for result in [r for r in compact if "all_rows" in r]:
+        reference = every_row[(result["expectation"], result["column"])]
+        for name, value in result["all_rows"].items():
+            assert value == reference[name], f"{name} of {result['expectation']} on {result['column']}"
+
+
+def test_ingest_all_rows_has_no_hivcomorb_counts(ingested_both_ways):
+    assert not any("all_rows" in r for r in ingested_both_ways["all_rows"].validation["results"])
+
+
+@pytest.mark.parametrize(("case", "column", "row", "value"), BREACHES, ids=[b[0] for b in BREACHES])
+def test_kept_rows_compact_counts_match_every_row(cohort, case, column, row, value):
+    broken = with_breach(cohort, column, row, value)
+    every_row = validate_kept_rows(broken, CONTRACT, "all_rows")
+    compact = validate_kept_rows(broken, CONTRACT, "compact")
+    assert verdicts(compact) == verdicts(every_row)
+    reference = {(r["expectation"], r["column"]): r for r in every_row["results"]}
+    for result in compact["results"]:
+        for name, value in (result.get("all_rows") or {}).items():
+            assert value == reference[(result["expectation"], result["column"])][name], f"{name} of {result['expectation']} on {result['column']}"
+
+
+def test_kept_rows_unknown_mode_raises(cohort):
+    with pytest.raises(ValueError, match="mode must be"):
+        validate_kept_rows(cohort, CONTRACT, "auto")
+
+
+def test_all_rows_counts_nan_is_missing():
+    frame = pl.DataFrame({"x": [1.0, float("nan"), 3.0, None]})
+    suite = {"expectations": [{"type": "expect_column_values_to_be_between", "kwargs": {"column": "x", "min_value": 0, "max_value": 2}}]}
+    counts = all_rows_counts(frame, suite)[("expect_column_values_to_be_between", "x")]
+    assert counts == {"element_count": 4, "missing_count": 2, "unexpected_count": 1}
+
+
+def test_all_rows_counts_skips_other_arguments():
+    frame = pl.DataFrame({"x": [1.0, 5.0]})
+    suite = {
+        "expectations": [
+            {"type": "expect_column_values_to_be_between", "kwargs": {"column": "x", "min_value": 0, "max_value": 2, "mostly": 0.5}},
+            {"type": "expect_column_mean_to_be_between", "kwargs": {"column": "x", "min_value": 0}},
+        ]
+    }
+    assert all_rows_counts(frame, suite) == {}
+
+
+@pytest.fixture
+def tight_haemoglobin(monkeypatch):
+    """Narrow the suite's haemoglobin range to 100-150 g/L, so that real ingested rows break it."""
+    original = validate_module.build_suite
+
+    def narrowed(contract, columns=None):
+        suite = original(contract, columns=columns)
+        for expectation in suite["expectations"]:
+            if expectation["type"] == "expect_column_values_to_be_between" and expectation["kwargs"]["column"] == "haemoglobin":
+                expectation["kwargs"].update(min_value=100.0, max_value=150.0)
+        return suite
+
+    monkeypatch.setattr(validate_module, "build_suite", narrowed)
+
+
+@pytest.mark.parametrize("mode", ["all_rows", "compact"])
+def test_ingest_failed_expectation_raises(extract_file, tight_haemoglobin, mode):
+    with pytest.raises(ExtractError, match="failed 1 expectations.*expect_column_values_to_be_between on haemoglobin"):
+        ingest_file(extract_file, CONTRACT, options={"validate": mode})
+
+
+def test_ingest_failed_expectation_kept_when_allowed(extract_file, tight_haemoglobin):
+    results = {
+        mode: ingest_file(extract_file, CONTRACT, options={"validate": mode, "fail_on_validation": False}).validation
+        for mode in ("all_rows", "compact")
+    }
+    key = ("expect_column_values_to_be_between", "haemoglobin")
+    every_row = {(r["expectation"], r["column"]): r for r in results["all_rows"]["results"]}[key]
+    compact = {(r["expectation"], r["column"]): r for r in results["compact"]["results"]}[key]
+    assert results["compact"]["success"] is False
+    assert verdicts(results["compact"]) == verdicts(results["all_rows"])
+    assert compact["unexpected_count"] < every_row["unexpected_count"]
+    assert compact["all_rows"]["unexpected_count"] == every_row["unexpected_count"]

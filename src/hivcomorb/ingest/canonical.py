@@ -2,10 +2,11 @@
 
 :func:`ingest_frame` applies a mapping, parses every mapped column, converts
 lab units, applies the quarantine rules and validates the kept rows with
-Great Expectations. Every source row ends either in the cohort or in the
-quarantine list, so ``rows_read == rows_kept + rows_quarantined`` always
-holds. Values are never altered beyond the unit conversions of the contract,
-and each conversion is counted and logged.
+Great Expectations, on every kept row or on the rows that decide each
+expectation (``ingest.validate``). Every source row ends either in the
+cohort or in the quarantine list, so ``rows_read == rows_kept +
+rows_quarantined`` always holds. Values are never altered beyond the unit
+conversions of the contract, and each conversion is counted and logged.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ from hivcomorb.ingest.readers import read_extract_with_info
 from hivcomorb.ingest.units import convert_by_unit, known_units, normalise_unit_expr, suspect_unit
 from hivcomorb.paths import conf_dir
 from hivcomorb.schema import build_suite
+
+if TYPE_CHECKING:
+    from hivcomorb.ingest.validate import RowsSetting
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +128,10 @@ def ingest_frame(
     options : mapping, optional
         Settings overriding ``conf/stages/ingest.yaml`` (the ``ingest`` block).
     validate : bool
-        Run the Great Expectations suite on the kept rows.
+        Run the Great Expectations suite on the kept rows: on every kept row
+        or on the rows that decide each expectation, as ``validate`` and
+        ``validate_all_rows_up_to`` in ``options`` say
+        (:class:`hivcomorb.ingest.validate.RowsSetting`).
     allow_empty : bool
         Return an empty cohort instead of raising when no row is kept.
     hash_content : bool
@@ -149,13 +156,20 @@ def ingest_frame(
         ``fail_on_validation`` is true.
     MappingError
         If the mapping names a source column the frame lacks.
+    ConfigError
+        If ``validate`` or ``validate_all_rows_up_to`` in the options has an
+        invalid value, whether or not ``validate`` is true.
 
     Notes
     -----
     Duplicate patient ids are found within ``frame`` only. A caller that
     ingests chunks must check ids across chunks itself.
     """
+    from hivcomorb.ingest.validate import RowsSetting
+
     opts = deep_merge(default_options(), options or {})
+    # Checked before any parsing, so that an invalid setting fails at once.
+    rows_setting = RowsSetting.from_options(opts)
     mapping = mapping if mapping is not None else load_mapping(None, contract)
     data = _to_polars(frame)
     n_rows = data.height
@@ -219,10 +233,8 @@ def ingest_frame(
     summary["content_hash"] = content_hash(canonical) if hash_content else None
 
     cohort = _to_pandas(canonical, contract)
-    validation = _run_validation(cohort, contract, validate, opts)
-    summary["validation"] = {k: validation[k] for k in ("success", "suite", "statistics")}
-    if validation.get("skipped"):
-        summary["validation"]["skipped"] = validation["skipped"]
+    validation = _run_validation(canonical, cohort, contract, validate, rows_setting, opts)
+    summary["validation"] = _validation_summary(validation)
     deciding = None
     if deciding_rows:
         from hivcomorb.ingest.validate import deciding_rows as find_deciding_rows
@@ -667,16 +679,38 @@ def content_hash(canonical: pl.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def _run_validation(cohort: pd.DataFrame, contract: Contract, validate: bool, opts: Mapping[str, Any]) -> dict[str, Any]:
-    from hivcomorb.ingest.validate import check_validation, skipped_validation, validate_cohort
+def _run_validation(
+    canonical: pl.DataFrame,
+    cohort: pd.DataFrame,
+    contract: Contract,
+    validate: bool,
+    rows_setting: RowsSetting,
+    opts: Mapping[str, Any],
+) -> dict[str, Any]:
+    from hivcomorb.ingest.validate import check_validation, skipped_validation, validate_kept_rows
 
     if not validate:
         return skipped_validation(contract, "validation was switched off by the caller")
     if len(cohort) == 0:
         return skipped_validation(contract, "no rows were kept")
-    validation = validate_cohort(cohort, contract)
+    validation = validate_kept_rows(cohort, contract, rows_setting.mode_for(len(cohort)), rows=canonical)
     check_validation(validation, fail=bool(opts.get("fail_on_validation", True)))
     return validation
+
+
+def _validation_summary(validation: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the validation part of ``ingest.json``: outcome, statistics, and which kept rows were checked."""
+    from hivcomorb.ingest.validate import coverage_text
+
+    summary = {k: validation[k] for k in ("success", "suite", "statistics")}
+    if validation.get("skipped"):
+        summary["skipped"] = validation["skipped"]
+    if validation.get("mode"):
+        summary["mode"] = validation["mode"]
+        summary["rows_validated"] = validation["rows_validated"]
+        summary["rows_represented"] = validation["rows_represented"]
+        summary["coverage"] = coverage_text(validation)
+    return summary
 
 
 def _summarise(

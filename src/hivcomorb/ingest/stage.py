@@ -8,6 +8,11 @@ Outputs, in ``artifacts/<dataset>/ingest/`` (or ``ingest.out_dir``):
                      and the plain-language ``summary`` sentences
 ``validation.html``  the Great Expectations results for auditors
 
+Great Expectations checks every kept row, or above
+``ingest.validate_all_rows_up_to`` kept rows only the rows that decide each
+expectation (``ingest.validate``). ``ingest.json`` and ``validation.html``
+record which mode ran, with both row counts.
+
 The four files are written to temporary names and moved into place only
 after all of them are complete, ``ingest.json`` last.
 """
@@ -32,7 +37,7 @@ from hivcomorb.files import atomic_path, file_sha256
 from hivcomorb.ingest import rules
 from hivcomorb.ingest.canonical import IngestResult, ingest_file
 from hivcomorb.ingest.mapping import IDENTITY, load_mapping, resolve_mapping_path
-from hivcomorb.ingest.validate import render_validation_html
+from hivcomorb.ingest.validate import VALIDATE_COMPACT, RowsSetting, render_validation_html
 from hivcomorb.paths import project_root
 
 logger = logging.getLogger(__name__)
@@ -154,12 +159,19 @@ def summary_sentences(summary: Mapping[str, Any]) -> list[str]:
             f"Column {finding['column']} looks like {finding['suspected_unit']} rather than the declared "
             f"{finding['declared_unit']}; its values were not converted."
         )
-    stats = (summary.get("validation") or {}).get("statistics") or {}
+    validation = summary.get("validation") or {}
+    stats = validation.get("statistics") or {}
     if stats.get("evaluated_expectations"):
         sentences.append(
             f"Great Expectations validation: {stats['successful_expectations']} of {stats['evaluated_expectations']} "
             "expectations of the contract suite were met."
         )
+        if validation.get("mode") == VALIDATE_COMPACT:
+            sentences.append(
+                f"Great Expectations checked the {validation['rows_validated']:,} rows that decide these expectations, "
+                f"which represent all {validation['rows_represented']:,} kept rows, so each outcome is the one that "
+                "all kept rows would give."
+            )
     return sentences
 
 
@@ -209,6 +221,7 @@ def _track(summary: Mapping[str, Any], out_dir: Path) -> None:
                 "mapping": summary.get("mapping"),
                 "reconciliation": summary["reconciliation"],
                 "reused_previous_outputs": summary.get("reused_previous_outputs", False),
+                "validation_mode": (summary.get("validation") or {}).get("mode"),
             },
         }
     )
@@ -221,6 +234,7 @@ def _track(summary: Mapping[str, Any], out_dir: Path) -> None:
         "out_of_usual_range": summary.get("out_of_usual_range") or {},
         "labs_absent": len(summary.get("labs_absent") or []),
         "validation_success_percent": ((summary.get("validation") or {}).get("statistics") or {}).get("success_percent"),
+        "validation_rows_validated": (summary.get("validation") or {}).get("rows_validated"),
     }
     tracking.log_metrics(metrics, prefix="ingest")
     for name in (SUMMARY_FILE, VALIDATION_FILE):
@@ -238,6 +252,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
         ``summary`` sentences.
     """
     options = dict(ctx.config.get(STAGE) or {})
+    # An invalid validation setting fails here, before the extract is read.
+    RowsSetting.from_options(options)
     path = extract_path(ctx)
     if not path.is_file():
         from_file = (ctx.config.get("source") or {}).get("kind") == "file"
@@ -359,6 +375,8 @@ def report_section(ctx: RunContext) -> str:
             caption="Great Expectations validation (details in validation.html)",
         )
     )
+    if validation.get("mode") == VALIDATE_COMPACT and validation.get("coverage"):
+        parts.append(htmlkit.paragraph(validation["coverage"]))
     parts.append(htmlkit.paragraph(f"Cohort content hash (SHA-256): {summary.get('content_hash')}"))
     if run_id:
         parts.append(htmlkit.paragraph(f"MLflow run {run_id}"))
