@@ -41,6 +41,8 @@ class ModelBundle:
     def features(self, frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
         """Encode a canonical frame into this bundle's feature matrix."""
         matrix = build_matrix(frame, contract, self.input_columns)
+        if list(matrix.columns) == self.feature_names:
+            return matrix
         missing = [n for n in self.feature_names if n not in matrix.columns]
         if missing:
             raise ModelError(f"feature encoding lacks {missing}; the contract changed since the model was trained")

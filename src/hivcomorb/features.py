@@ -68,22 +68,28 @@ def build_matrix(frame: pd.DataFrame, contract: Contract, columns: Sequence[str]
 
     Numeric columns keep NaN for missing values (boosting handles them
     natively; other models impute inside their pipeline). A missing category
-    counts as ``unknown``.
+    counts as ``unknown``; a value outside the contract's categories sets no
+    indicator. The matrix is one row-major float32 array, which estimators
+    that convert their input with ``numpy.asarray`` read without a copy.
     """
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ModelError(f"the cohort lacks feature columns {missing}; they were present when the model was trained")
-    parts: dict[str, np.ndarray] = {}
+    names = encoded_names(contract, columns)
+    block = np.empty((len(frame), len(names)), dtype=np.float32)
+    position = 0
     for name in columns:
         col = contract.column(name)
         series = frame[name]
         if col.dtype == "category":
-            values = series.astype("string").fillna(UNKNOWN).to_numpy()
-            for cat in col.categories:
-                parts[f"{name}={cat}"] = (values == cat).astype(np.float32)
+            codes = pd.Categorical(series.astype("string").fillna(UNKNOWN), categories=col.categories).codes
+            width = len(col.categories)
+            block[:, position : position + width] = codes[:, None] == np.arange(width)
+            position += width
         else:
-            parts[name] = pd.to_numeric(series, errors="raise").astype("float64").to_numpy(dtype=np.float32, na_value=np.nan)
-    return pd.DataFrame(parts, index=frame.index)
+            block[:, position] = pd.to_numeric(series, errors="raise").astype("float64").to_numpy(dtype=np.float32, na_value=np.nan)
+            position += 1
+    return pd.DataFrame(block, index=frame.index, columns=names, copy=False)
 
 
 def label_matrix(frame: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:

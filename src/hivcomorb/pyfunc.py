@@ -259,37 +259,62 @@ def runtime_requirements() -> list[str]:
     return pins
 
 
+OOD_METHODS = ("mahalanobis", "isolation_forest")
+
+
 @dataclass
 class OutOfDistributionDetector:
-    """Isolation forest over the model's features, fitted on the training cohort.
+    """Flags patients unlike the training cohort, from the model's features.
+
+    Two methods, chosen by ``score.ood.method``:
+
+    ``mahalanobis`` (default)
+        :class:`hivcomorb.ood.SignedLogMahalanobis`: distance from the
+        training centre under a shrunk covariance of signed-log, imputed and
+        standardised features. It sees unusual combinations of labs that are
+        each in range, names the columns that add most to the distance, and
+        costs one matrix product per row.
+    ``isolation_forest``
+        Median imputation followed by an :class:`~sklearn.ensemble.IsolationForest`,
+        as hivcomorb used before. It separated altered rows from typical ones
+        far less well on the synthetic cohort (see :mod:`hivcomorb.ood`), and
+        its flags change with the forest's seed.
 
     Attributes
     ----------
-    pipeline : sklearn Pipeline
-        Median imputation followed by an :class:`~sklearn.ensemble.IsolationForest`.
+    pipeline : estimator
+        The fitted scorer; its ``score_samples`` is lower for less typical rows.
     feature_names : list of str
-        Feature names the pipeline expects, in order.
+        Feature names the scorer expects, in order.
     threshold : float
-        Rows whose ``score_samples`` value falls below it are out of
-        distribution. It is the training rows' score at ``quantile``.
+        Rows whose score falls below it are out of distribution. For
+        ``mahalanobis`` it is the ``quantile`` of out-of-fold training scores
+        (each training row scored by a detector fitted without it), so that
+        about that share of new patients like the training cohort is flagged.
+        For ``isolation_forest`` it is the training rows' own score at ``quantile``.
     quantile : float
-        Fraction of the training cohort that falls below ``threshold``.
+    method : str
+        One of ``OOD_METHODS``. Detectors saved before the choice existed are isolation forests.
     """
 
     pipeline: Any
     feature_names: list[str]
     threshold: float
     quantile: float
+    method: str = "isolation_forest"
 
     @classmethod
     def fit(
         cls,
         matrix: pd.DataFrame,
         *,
+        method: str = "mahalanobis",
         quantile: float = 0.005,
         n_estimators: int = 200,
         seed: int = 0,
         n_jobs: int = 1,
+        folds: int = 5,
+        columns: Sequence[str] | None = None,
     ) -> "OutOfDistributionDetector":
         """Fit the detector on a training feature matrix.
 
@@ -297,39 +322,80 @@ class OutOfDistributionDetector:
         ----------
         matrix : DataFrame
             Encoded training features (``ModelBundle.features``).
+        method : {"mahalanobis", "isolation_forest"}
         quantile : float
-            Share of training rows that would be flagged; 0.005 flags rows less
-            typical than 99.5% of the training cohort.
+            Share of patients like the training cohort that would be flagged;
+            0.005 flags rows less typical than 99.5% of them.
         n_estimators : int
             Trees of the isolation forest.
         seed : int
-            Random state of the forest.
+            Random state of the forest and of the out-of-fold split.
         n_jobs : int
-            Worker threads for fitting and scoring.
+            Worker threads of the isolation forest.
+        folds : int
+            Folds of the out-of-fold threshold of ``mahalanobis``.
+        columns : sequence of str, optional
+            The features the detector reads; default all. The register stage
+            leaves out the indicators of category columns, so that no patient
+            is flagged for belonging to a rare gender or ethnicity.
         """
         from sklearn.ensemble import IsolationForest
         from sklearn.impute import SimpleImputer
+        from sklearn.model_selection import KFold
         from sklearn.pipeline import make_pipeline
 
+        from hivcomorb.ood import SignedLogMahalanobis
+
+        if method not in OOD_METHODS:
+            raise ModelError(f"ood method must be one of {OOD_METHODS}, got {method!r}; set score.ood.method in conf")
         if not 0.0 < quantile < 0.5:
             raise ModelError(f"ood quantile must be in (0, 0.5), got {quantile}; set score.ood.quantile in conf")
-        pipeline = make_pipeline(
-            SimpleImputer(strategy="median", keep_empty_features=True),
-            IsolationForest(n_estimators=n_estimators, random_state=seed, n_jobs=n_jobs),
-        )
-        pipeline.fit(matrix.to_numpy(dtype=np.float32))
-        scores = pipeline.score_samples(matrix.to_numpy(dtype=np.float32))
+        if columns is not None:
+            matrix = matrix[list(columns)]
+        values = matrix.to_numpy(dtype=np.float32)
+        if method == "isolation_forest":
+            pipeline: Any = make_pipeline(
+                SimpleImputer(strategy="median", keep_empty_features=True),
+                IsolationForest(n_estimators=n_estimators, random_state=seed, n_jobs=n_jobs),
+            )
+            scores = pipeline.fit(values).score_samples(values)
+        else:
+            pipeline = SignedLogMahalanobis().fit(values)
+            scores = np.empty(len(values))
+            for fit_rows, held_out in KFold(n_splits=min(folds, len(values)), shuffle=True, random_state=seed).split(values):
+                scores[held_out] = SignedLogMahalanobis().fit(values[fit_rows]).score_samples(values[held_out])
         threshold = float(np.quantile(scores, quantile))
-        return cls(pipeline=pipeline, feature_names=list(matrix.columns), threshold=threshold, quantile=quantile)
+        return cls(pipeline=pipeline, feature_names=list(matrix.columns), threshold=threshold, quantile=quantile, method=method)
+
+    def _values(self, matrix: pd.DataFrame) -> np.ndarray:
+        if list(matrix.columns) == self.feature_names:
+            return np.asarray(matrix, dtype=np.float32)
+        return matrix[self.feature_names].to_numpy(dtype=np.float32)
 
     def score(self, matrix: pd.DataFrame) -> np.ndarray:
-        """Return the isolation score of each row; lower is less typical."""
-        return self.pipeline.score_samples(matrix[self.feature_names].to_numpy(dtype=np.float32))
+        """Return the score of each row; lower is less typical."""
+        return self.pipeline.score_samples(self._values(matrix))
 
     def is_outlier(self, matrix: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Return the isolation scores and whether each row is below the threshold."""
+        """Return the scores and whether each row is below the threshold."""
         scores = self.score(matrix)
         return scores, scores < self.threshold
+
+    def describe(self, matrix: pd.DataFrame, scores: np.ndarray) -> list[str]:
+        """Return why each row of ``matrix`` (with its ``scores``) is out of distribution, for the scores file.
+
+        For ``mahalanobis``, the text gives the distance, the threshold and the
+        two features that add most to the distance.
+        """
+        if self.method != "mahalanobis":
+            return [f"unlike the training cohort (isolation score below {self.threshold:.3f})"] * len(matrix)
+        columns = self.pipeline.unusual_columns(self._values(matrix))
+        texts = []
+        for score, positions in zip(scores, columns):
+            named = ", ".join(self.feature_names[p] for p in positions if p >= 0)
+            unusual = f"; most unusual: {named}" if named else ""
+            texts.append(f"unlike the training cohort (distance {-score:.1f} above {-self.threshold:.1f}{unusual})")
+        return texts
 
 
 # NOTE: errors raised before predict runs are MLflow's. With the signature of

@@ -69,8 +69,9 @@ def bundle_path(ctx: RunContext, setting: str) -> Path:
 def fit_ood_detector(ctx: RunContext, bundle: ModelBundle) -> OutOfDistributionDetector | None:
     """Fit the out-of-distribution detector on the ingested cohort, or return None without one.
 
-    Settings come from ``score.ood`` in the configuration: ``quantile`` (share
-    of training rows below the threshold), ``n_estimators`` and ``n_jobs``.
+    Settings come from ``score.ood`` in the configuration: ``method``,
+    ``quantile`` (share of patients like the training cohort that are
+    flagged), and for an isolation forest ``n_estimators`` and ``n_jobs``.
     """
     cohort_path = ctx.artifacts / "ingest" / "cohort.parquet"
     if not cohort_path.is_file():
@@ -89,15 +90,20 @@ def fit_ood_detector(ctx: RunContext, bundle: ModelBundle) -> OutOfDistributionD
             "rerun ingest and train so that both use the same extract"
         )
     options = nested_get(ctx.config, "score.ood", {}) or {}
+    # Category indicators are left out: a rare gender or ethnicity is no reason to doubt a patient's labs.
+    numeric = [name for name in bundle.feature_names if name in bundle.input_columns and ctx.contract.column(name).dtype != "category"]
     detector = OutOfDistributionDetector.fit(
         bundle.features(cohort, ctx.contract),
+        columns=numeric,
+        method=str(options.get("method", "mahalanobis")),
         quantile=float(options.get("quantile", 0.005)),
         n_estimators=int(options.get("n_estimators", 200)),
         seed=ctx.seed,
         n_jobs=int(options.get("n_jobs", 1)),
     )
     logger.info(
-        "Out-of-distribution detector for %s fitted on %d training rows (threshold at quantile %.3f)",
+        "Out-of-distribution detector (%s) for %s fitted on %d training rows (threshold at quantile %.3f)",
+        detector.method,
         bundle.setting,
         len(cohort),
         detector.quantile,

@@ -59,8 +59,8 @@ from hivcomorb.disclosure import min_group_size
 from hivcomorb.errors import ConfigError, ExtractError
 from hivcomorb.files import file_sha256, write_json_atomic, write_text_atomic
 from hivcomorb.pyfunc import probability_column
-from hivcomorb.score.checks import check_input_columns, isolation_flags, join_reasons, range_flags
-from hivcomorb.score.model import ScoringModel, load_scoring_model, place_on_device, predict_label, single_block
+from hivcomorb.score.checks import check_input_columns, detector_flags, join_reasons, range_flags
+from hivcomorb.score.model import ScoringModel, load_scoring_model, place_on_device, single_block
 from hivcomorb.score.reasons import ValueTexts, column_groups, shap_values, top_reasons
 from hivcomorb.score.reader import open_extract
 from hivcomorb.score.summary import ScoreCounts, render_html, summary_sentences
@@ -157,7 +157,7 @@ class ChunkScores:
     flags: dict[str, np.ndarray]
     ood: np.ndarray
     range_ood: np.ndarray
-    isolation_ood: np.ndarray
+    detector_ood: np.ndarray
 
 
 def score_chunk(
@@ -186,7 +186,7 @@ def score_chunk(
     absent_labs : iterable of str
         Lab columns the extract lacks, scored as missing values.
     pool : Executor, optional
-        Threads that predict the labels and the isolation scores side by
+        Threads that predict the labels and the out-of-distribution scores side by
         side. Without one, they run in this thread, one after another.
     """
     bundle, contract = model.bundle, model.contract
@@ -196,13 +196,13 @@ def score_chunk(
     matrix = single_block(bundle.features(frame, contract))
     if pool is None:
         pool = _SAME_THREAD
-    predicted = {label: pool.submit(predict_label, bundle, label, matrix) for label in bundle.labels}
-    isolation = pool.submit(isolation_flags, model.ood_detector, matrix)
+    predicted = model.predictor.submit(pool, matrix)
+    detector = pool.submit(detector_flags, model.ood_detector, matrix)
 
     range_ood, range_text = range_flags(frame, bundle.training_ranges, {c: contract.column(c).unit for c in bundle.training_ranges if c in frame.columns})
-    probabilities = {label: future.result() for label, future in predicted.items()}
-    ood_score, isolation_ood, isolation_text = isolation.result()
-    ood = range_ood | isolation_ood
+    probabilities = predicted()
+    ood_score, detector_ood, detector_text = detector.result()
+    ood = range_ood | detector_ood
 
     out: dict[str, Any] = {
         "patient_id": frame[contract.id_column].astype(str).to_numpy(),
@@ -228,10 +228,10 @@ def score_chunk(
                 out[f"reason{k + 1}_{label}"] = reason_texts[k]
     out["ood_flag"] = ood
     out["ood_score"] = ood_score
-    out["ood_reasons"] = join_reasons(range_text, isolation_text).to_numpy()
+    out["ood_reasons"] = join_reasons(range_text, detector_text).to_numpy()
     for name in STAMP_COLUMNS:
         out[name] = stamps[name]
-    return ChunkScores(pd.DataFrame(out), flags, ood, range_ood, isolation_ood)
+    return ChunkScores(pd.DataFrame(out), flags, ood, range_ood, detector_ood)
 
 
 class _SameThreadExecutor(Executor):
@@ -430,7 +430,7 @@ def score_extract(
                         pool=pool,
                     )
                     scores_out.write(scored.frame)
-                    counts.add_chunk(cohort.reset_index(drop=True), scored.flags, scored.ood, scored.range_ood, scored.isolation_ood)
+                    counts.add_chunk(cohort.reset_index(drop=True), scored.flags, scored.ood, scored.range_ood, scored.detector_ood)
                 if len(quarantine):
                     quarantine_out.write(quarantine[list(QUARANTINE_SCHEMA.names)])
                     counts.add_quarantine(quarantine)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,7 @@ from hivcomorb.bundle import ModelBundle
 from hivcomorb.contract import Contract
 from hivcomorb.errors import ModelError
 from hivcomorb.pyfunc import HivcomorbModel, OutOfDistributionDetector
+from hivcomorb.score.linear import LinearLabels
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,11 @@ class ScoringModel:
     def setting(self) -> str:
         """Setting the model was trained in: ``aware`` or ``unaware``."""
         return self.bundle.setting
+
+    @functools.cached_property
+    def predictor(self) -> "LabelPredictor":
+        """The predictor of every label, made on first use."""
+        return LabelPredictor(self.bundle)
 
     def stamps(self) -> dict[str, str]:
         """Return the model's stamps: name, version, run id, setting and contract version."""
@@ -204,6 +212,30 @@ def single_block(matrix: pd.DataFrame) -> pd.DataFrame:
 def predict_label(bundle: ModelBundle, label: str, matrix: pd.DataFrame) -> np.ndarray:
     """Return the probability of ``label`` for each row, as :meth:`ModelBundle.predict_proba_matrix` computes it."""
     return np.asarray(bundle.estimators[label].predict_proba(matrix)[:, 1], dtype=np.float64)
+
+
+class LabelPredictor:
+    """Predicts every label of a bundle: the linear ones in one pass (:mod:`hivcomorb.score.linear`), the others each by its estimator."""
+
+    def __init__(self, bundle: ModelBundle):
+        self.bundle = bundle
+        self.linear = LinearLabels(bundle.estimators, len(bundle.feature_names))
+        folded = set(self.linear.labels)
+        self.others = [label for label in bundle.labels if label not in folded]
+        if folded:
+            logger.info("Scoring %d linear labels of %s in one matrix product", len(folded), bundle.model_name)
+
+    def submit(self, pool: Executor, matrix: pd.DataFrame) -> Callable[[], dict[str, np.ndarray]]:
+        """Start predicting ``matrix`` in ``pool``; the returned function waits and returns each label's probabilities."""
+        linear = pool.submit(self.linear.predict, matrix) if self.linear.labels else None
+        others = {label: pool.submit(predict_label, self.bundle, label, matrix) for label in self.others}
+
+        def gather() -> dict[str, np.ndarray]:
+            found = linear.result() if linear is not None else {}
+            found.update((label, future.result()) for label, future in others.items())
+            return {label: found[label] for label in self.bundle.labels}
+
+        return gather
 
 
 def place_on_device(bundle: ModelBundle, device: str, n_jobs: int) -> None:

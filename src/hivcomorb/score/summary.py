@@ -39,14 +39,23 @@ def age_bands(ages: pd.Series, edges: Sequence[float]) -> pd.Series:
     return pd.Series(out, index=ages.index, dtype=object)
 
 
-def group_values(frame: pd.DataFrame, column: str, edges: Sequence[float]) -> pd.Series | None:
-    """Return the group of each row for ``column`` (``age_band`` derives from ``age``), or None when absent."""
+def group_codes(frame: pd.DataFrame, column: str, edges: Sequence[float]) -> tuple[np.ndarray, list[str]] | None:
+    """Return the group of each row for ``column`` as codes into a list of names, or None when the column is absent.
+
+    ``age_band`` derives from ``age``. A missing value reads ``unknown``; two
+    codes may share a name, such as a missing value and the text ``unknown``.
+    """
     if column == AGE_BAND:
-        return age_bands(frame["age"], edges) if "age" in frame.columns else None
-    if column not in frame.columns:
+        if "age" not in frame.columns:
+            return None
+        series = age_bands(frame["age"], edges)
+    elif column in frame.columns:
+        series = frame[column]
+    else:
         return None
-    series = frame[column]
-    return series.astype(object).where(series.notna(), UNKNOWN).astype(str)
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    names = [str(value) for value in uniques] + [UNKNOWN]
+    return np.where(codes < 0, len(uniques), codes), names
 
 
 @dataclass
@@ -63,7 +72,7 @@ class ScoreCounts:
     flagged: Counter = field(default_factory=Counter)
     ood_rows: int = 0
     ood_range_rows: int = 0
-    ood_isolation_rows: int = 0
+    ood_detector_rows: int = 0
     by_group: dict[str, dict[str, Counter]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(Counter)))
 
     def add_chunk(
@@ -72,7 +81,7 @@ class ScoreCounts:
         flags: Mapping[str, np.ndarray],
         ood: np.ndarray,
         range_ood: np.ndarray,
-        isolation_ood: np.ndarray,
+        detector_ood: np.ndarray,
     ) -> None:
         """Add one chunk of scored rows: ``frame`` has the canonical columns, ``flags`` one array per label."""
         self.rows_scored += len(frame)
@@ -80,19 +89,23 @@ class ScoreCounts:
             self.flagged[label] += int(np.sum(flag))
         self.ood_rows += int(np.sum(ood))
         self.ood_range_rows += int(np.sum(range_ood))
-        self.ood_isolation_rows += int(np.sum(isolation_ood))
+        self.ood_detector_rows += int(np.sum(detector_ood))
         if not len(frame):
             return
-        indicators = pd.DataFrame({label: np.asarray(flag, dtype=np.int64) for label, flag in flags.items()}, index=frame.index)
-        indicators["patients"] = 1
-        indicators["out_of_distribution"] = np.asarray(ood, dtype=np.int64)
+        indicators = {label: np.asarray(flag, dtype=bool) for label, flag in flags.items()}
+        indicators["out_of_distribution"] = np.asarray(ood, dtype=bool)
         for column in self.groups:
-            values = group_values(frame, column, self.age_edges)
-            if values is None:
+            found = group_codes(frame, column, self.age_edges)
+            if found is None:
                 continue
-            sums = indicators.groupby(values.to_numpy(), sort=False).sum()
-            for group, row in sums.iterrows():
-                self.by_group[column][str(group)].update({k: int(v) for k, v in row.items()})
+            codes, names = found
+            patients = np.bincount(codes, minlength=len(names))
+            sums = {key: np.bincount(codes[values], minlength=len(names)) for key, values in indicators.items()}
+            for position in np.flatnonzero(patients):
+                counts = {label: int(sums[label][position]) for label in flags}
+                counts["patients"] = int(patients[position])
+                counts["out_of_distribution"] = int(sums["out_of_distribution"][position])
+                self.by_group[column][names[position]].update(counts)
 
     def add_quarantine(self, quarantine: pd.DataFrame) -> None:
         """Count quarantined rows (distinct source rows) and entries by rule."""
@@ -142,7 +155,7 @@ class ScoreCounts:
             "out_of_distribution": {
                 "rows": self.ood_rows,
                 "outside_training_range": self.ood_range_rows,
-                "unlike_training_cohort": self.ood_isolation_rows,
+                "unlike_training_cohort": self.ood_detector_rows,
             },
             "min_group_size": minimum,
             "by_group": self.suppressed_groups(minimum),
