@@ -13,6 +13,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from hivcomorb.contract import UNKNOWN, Contract
 from hivcomorb.errors import ModelError
@@ -82,7 +84,7 @@ def build_matrix(frame: pd.DataFrame, contract: Contract, columns: Sequence[str]
         col = contract.column(name)
         series = frame[name]
         if col.dtype == "category":
-            codes = pd.Categorical(series.astype("string").fillna(UNKNOWN), categories=col.categories).codes
+            codes = _category_codes(series, col.categories)
             width = len(col.categories)
             block[:, position : position + width] = codes[:, None] == np.arange(width)
             position += width
@@ -90,6 +92,16 @@ def build_matrix(frame: pd.DataFrame, contract: Contract, columns: Sequence[str]
             block[:, position] = pd.to_numeric(series, errors="raise").astype("float64").to_numpy(dtype=np.float32, na_value=np.nan)
             position += 1
     return pd.DataFrame(block, index=frame.index, columns=names, copy=False)
+
+
+def _category_codes(series: pd.Series, categories: Sequence[str]) -> np.ndarray:
+    """Return each value's position in ``categories``, -1 for a value outside them; a missing value reads ``unknown``."""
+    if isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow":
+        # Arrow-backed text, as ingestion returns it: Arrow finds the positions without Python strings.
+        values = pc.fill_null(pa.array(series), UNKNOWN)
+        positions = pc.index_in(values, value_set=pa.array(list(categories), type=values.type))
+        return pc.fill_null(positions, -1).to_numpy(zero_copy_only=False)
+    return pd.Index(list(categories)).get_indexer(series.astype("string").fillna(UNKNOWN))
 
 
 def label_matrix(frame: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:

@@ -191,13 +191,14 @@ def signed_log(values: np.ndarray) -> np.ndarray:
     return np.sign(values) * np.log1p(np.abs(values))
 
 
-def signed_log_in_place(values: np.ndarray) -> np.ndarray:
+def signed_log_in_place(values: np.ndarray, work: np.ndarray | None = None) -> np.ndarray:
     """Replace ``values`` (float, without NaN) by :func:`signed_log` of them, with one temporary array instead of three.
 
     The results are the same numbers: ``log1p(|x|)`` with the sign of ``x``
-    copied, where ``signed_log`` multiplies by ``sign(x)``.
+    copied, where ``signed_log`` multiplies by ``sign(x)``. ``work``, an
+    array of the same shape and dtype, is used as the temporary when given.
     """
-    magnitude = np.abs(values)
+    magnitude = np.abs(values, out=work)
     np.log1p(magnitude, out=magnitude)
     return np.copysign(magnitude, values, out=values)
 

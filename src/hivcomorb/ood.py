@@ -27,8 +27,11 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from hivcomorb.models import signed_log_in_place
+from hivcomorb.scratch import Scratch
 
 __all__ = ["SignedLogMahalanobis"]
+
+_SCRATCH = Scratch()
 
 
 class SignedLogMahalanobis(BaseEstimator):
@@ -80,14 +83,35 @@ class SignedLogMahalanobis(BaseEstimator):
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """Return each column's share of the squared distance (rows sum to it); the indicators follow the columns."""
-        logged, missing = _signed_log(X)
-        centred = self._expand(logged, missing)
-        centred -= self._centre
-        return centred * (centred @ self._precision)
+        return self._shares(X).copy()
 
     def score_samples(self, X: np.ndarray) -> np.ndarray:
         """Return minus the Mahalanobis distance of each row of ``X``."""
-        return -np.sqrt(np.maximum(self.contributions(X).sum(axis=1), 0.0))
+        return -np.sqrt(np.maximum(self._shares(X).sum(axis=1), 0.0))
+
+    def _shares(self, X: np.ndarray) -> np.ndarray:
+        """Return :meth:`contributions` in this thread's work arrays, which the next call overwrites.
+
+        The steps are those of :func:`_signed_log` and :meth:`_expand`, written
+        into arrays kept from chunk to chunk.
+        """
+        values = np.asarray(X, dtype=np.float32)
+        n_rows, n_columns = values.shape
+        shape = (n_rows, n_columns)
+        block = _SCRATCH.get("block", shape, np.float32)
+        np.copyto(block, values)
+        missing = np.isnan(block, out=_SCRATCH.get("missing", shape, bool))
+        np.copyto(block, np.float32(0.0), where=missing)
+        signed_log_in_place(block, _SCRATCH.get("magnitude", shape, np.float32))
+        centred = _SCRATCH.get("centred", (n_rows, n_columns + len(self.indicated_)), np.float64)
+        imputed = centred[:, :n_columns]
+        np.copyto(imputed, block)
+        np.copyto(imputed, np.broadcast_to(self.medians_, shape), where=missing)
+        centred[:, n_columns:] = missing[:, self.indicated_]
+        centred -= self._centre
+        shares = np.matmul(centred, self._precision, out=_SCRATCH.get("shares", centred.shape, np.float64))
+        shares *= centred
+        return shares
 
     def unusual_columns(self, X: np.ndarray, n_columns: int = 2) -> np.ndarray:
         """Return, per row, the positions of the ``n_columns`` input columns that add most to its distance.

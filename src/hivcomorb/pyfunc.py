@@ -368,9 +368,14 @@ class OutOfDistributionDetector:
         return cls(pipeline=pipeline, feature_names=list(matrix.columns), threshold=threshold, quantile=quantile, method=method)
 
     def _values(self, matrix: pd.DataFrame) -> np.ndarray:
+        values = np.asarray(matrix, dtype=np.float32)
         if list(matrix.columns) == self.feature_names:
-            return np.asarray(matrix, dtype=np.float32)
-        return matrix[self.feature_names].to_numpy(dtype=np.float32)
+            return values
+        positions = matrix.columns.get_indexer(self.feature_names)
+        if (positions < 0).any():
+            absent = [name for name, position in zip(self.feature_names, positions) if position < 0]
+            raise ModelError(f"the feature matrix lacks {absent}, which the out-of-distribution detector reads")
+        return np.take(values, positions, axis=1)
 
     def score(self, matrix: pd.DataFrame) -> np.ndarray:
         """Return the score of each row; lower is less typical."""

@@ -11,6 +11,8 @@ conversions of the contract, and each conversion is counted and logged.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -49,8 +51,23 @@ UNIT_DETECTION_LIMIT = "detection_limit"
 
 
 def default_options() -> dict[str, Any]:
-    """Return the ingestion settings of ``conf/stages/ingest.yaml``."""
-    return dict(read_yaml(conf_dir() / "stages" / "ingest.yaml").get("ingest") or {})
+    """Return the ingestion settings of ``conf/stages/ingest.yaml``.
+
+    The file is parsed again only when it changes, because scoring calls this
+    for every chunk of an extract.
+    """
+    path = conf_dir() / "stages" / "ingest.yaml"
+    try:
+        status = path.stat()
+    except OSError:
+        # read_yaml raises the ConfigError that names the file.
+        return dict(read_yaml(path).get("ingest") or {})
+    return copy.deepcopy(_read_options(path, (status.st_mtime_ns, status.st_size, status.st_ino)))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_options(path: Path, stamp: tuple[int, int, int]) -> dict[str, Any]:
+    return dict(read_yaml(path).get("ingest") or {})
 
 
 @dataclass

@@ -124,6 +124,11 @@ class ScoreOptions:
         return options
 
 
+def repeated_texts(schema: pa.Schema) -> list[str]:
+    """Return the text columns of the scores file other than ``patient_id``: stamps and reasons, whose values repeat."""
+    return [f.name for f in schema if pa.types.is_string(f.type) and f.name != "patient_id"]
+
+
 def output_paths(out: str | Path) -> dict[str, Path]:
     """Return the paths of the scores, quarantine and summary files for ``--out``."""
     out = Path(out)
@@ -205,7 +210,8 @@ def score_chunk(
     ood = range_ood | detector_ood
 
     out: dict[str, Any] = {
-        "patient_id": frame[contract.id_column].astype(str).to_numpy(),
+        # Arrow-backed text goes to the scores file without a Python string per row.
+        "patient_id": frame[contract.id_column].astype("string[pyarrow]").array,
         "source_row": frame["source_row"].astype("int64").to_numpy(),
     }
     flags: dict[str, np.ndarray] = {}
@@ -383,8 +389,9 @@ def score_extract(
             "scored_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         counts = ScoreCounts(labels=list(scoring_model.bundle.labels), groups=options.groups, age_edges=options.age_bands)
+        schema = score_schema(scoring_model, options.n_reasons, options.reasons)
         with (
-            ChunkWriter(paths["scores"], score_schema(scoring_model, options.n_reasons, options.reasons), metadata=stamps) as scores_out,
+            ChunkWriter(paths["scores"], schema, metadata=stamps, repeated=repeated_texts(schema)) as scores_out,
             ChunkWriter(paths["quarantine"], QUARANTINE_SCHEMA, file_format="csv") as quarantine_out,
             _progress(n_rows, options.progress) as progress,
             ThreadPoolExecutor(max_workers=options.n_jobs if parallel_labels else 1, thread_name_prefix="hivcomorb-predict") as pool,
@@ -402,7 +409,7 @@ def score_extract(
                 # default (compact) each chunk only adds the rows that decide each expectation,
                 # and the suite runs once on those after the last chunk.
                 validate = options.validate == "every_chunk" or (options.validate == "first_chunk" and offset == 0)
-                return ingest_frame(
+                result = ingest_frame(
                     frame,
                     contract,
                     site_mapping,
@@ -413,11 +420,15 @@ def score_extract(
                     hash_content=False,
                     deciding_rows=compact is not None,
                 )
-
-            for frame, result in _ingest_ahead(source.chunks(), ingest_one):
-                counts.rows_read += frame.height
                 if compact is not None:
                     compact.add(result.deciding_rows, len(result.cohort))
+                return result
+
+            # With compact validation, the suite runs in the ingestion thread once the last chunk
+            # is ingested, while that chunk is scored.
+            validation: list[Future] = []
+            for frame, result in _ingest_ahead(source.chunks(), ingest_one, compact.validate if compact is not None else None, validation):
+                counts.rows_read += frame.height
                 cohort, quarantine = _quarantine_repeated_ids(result.cohort, result.quarantine, duplicated_ids, contract.id_column)
                 if len(cohort):
                     scored = score_chunk(
@@ -442,8 +453,8 @@ def score_extract(
                     f"{counts.rows_scored} + quarantined {counts.rows_quarantined}; nothing was written. "
                     "This is a bug in hivcomorb: report it with the hivcomorb version and the extract's shape"
                 )
-            if compact is not None:
-                validate_module.check_validation(compact.validate(), fail=bool(default_options().get("fail_on_validation", True)))
+            if validation:
+                validate_module.check_validation(validation[0].result(), fail=bool(default_options().get("fail_on_validation", True)))
             minimum = min_group_size(ctx.config)
             result_data: dict[str, Any] = {
                 "counts": counts.as_dict(minimum),
@@ -477,12 +488,19 @@ def score_extract(
     return result_data
 
 
-def _ingest_ahead(chunks: Iterator[tuple[Any, int]], ingest_one: Callable[[Any, int], Any]) -> Iterator[tuple[Any, Any]]:
+def _ingest_ahead(
+    chunks: Iterator[tuple[Any, int]],
+    ingest_one: Callable[[Any, int], Any],
+    finish: Callable[[], Any] | None = None,
+    finished: list[Future] | None = None,
+) -> Iterator[tuple[Any, Any]]:
     """Yield ``(frame, ingest result)`` per chunk, ingesting the next chunk in a worker thread.
 
     XGBoost prediction and SHAP values release the GIL, as do most polars
     expressions, so ingestion of chunk k+1 overlaps scoring of chunk k. At
-    most two chunks are in memory at a time.
+    most two chunks are in memory at a time. ``finish``, when given, runs in
+    the worker after the last chunk is ingested, while the caller scores that
+    chunk; its future is appended to ``finished``.
     """
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hivcomorb-ingest")
     try:
@@ -492,6 +510,8 @@ def _ingest_ahead(chunks: Iterator[tuple[Any, int]], ingest_one: Callable[[Any, 
             if pending is not None:
                 yield pending[0], pending[1].result()
             pending = (frame, future)
+        if finish is not None and finished is not None:
+            finished.append(pool.submit(finish))
         if pending is not None:
             yield pending[0], pending[1].result()
     finally:

@@ -150,4 +150,9 @@ def _join(parts: Sequence[pl.Series], n_rows: int) -> pl.Series:
 
 def join_reasons(first: pl.Series, second: pl.Series) -> pl.Series:
     """Join two reason columns row by row with ``; ``, keeping null where both are null."""
-    return _join([first, second], len(first))
+    rows = (first.is_not_null() | second.is_not_null()).arg_true()
+    joined = pl.repeat(None, len(first), dtype=pl.String, eager=True)
+    if rows.len() == 0:
+        return joined
+    # Few rows have a reason, so only those are joined.
+    return joined.scatter(rows, _join([first.gather(rows), second.gather(rows)], rows.len()))

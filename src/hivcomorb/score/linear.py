@@ -32,12 +32,16 @@ from typing import Any, Mapping
 import numpy as np
 from scipy.special import expit
 
+from hivcomorb.scratch import Scratch
+
 logger = logging.getLogger(__name__)
 
 # Largest difference in probability accepted between this module and the pipelines.
 TOLERANCE = 1e-6
 # Rows compared with the pipelines on the first call.
 CHECK_ROWS = 1000
+
+_SCRATCH = Scratch()
 
 
 @dataclass
@@ -188,16 +192,23 @@ class LinearLabels:
         from hivcomorb.models import signed_log_in_place
 
         out: dict[str, np.ndarray] = {}
+        n_rows = len(values)
         for group, log, used, weights, missing_weights, constant in self._groups:
-            block = values[:, used]
-            missing = np.isnan(block)
+            shape = (n_rows, len(used))
+            block = np.take(values, used, axis=1, out=_SCRATCH.get("block", shape, np.float32))
+            missing = np.isnan(block, out=_SCRATCH.get("missing", shape, bool))
             # Missing values read as 0 before the log, whose result is then 0 too. NumPy's
             # log1p takes a slow path on NaN, so filling first also saves most of its time.
-            filled = np.where(missing, np.float32(0.0), block)
+            np.copyto(block, np.float32(0.0), where=missing)
             if log:
                 # In float32, as the pipeline's FunctionTransformer computes it.
-                filled = signed_log_in_place(filled)
-            logits = filled.astype(np.float64) @ weights + missing.astype(np.float64) @ missing_weights + constant
+                signed_log_in_place(block, _SCRATCH.get("magnitude", shape, np.float32))
+            wide = _SCRATCH.get("wide", shape, np.float64)
+            np.copyto(wide, block)
+            logits = wide @ weights
+            np.copyto(wide, missing)
+            logits += wide @ missing_weights
+            logits += constant
             probabilities = expit(logits)
             for k, label in enumerate(group):
                 p = np.ascontiguousarray(probabilities[:, k])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -57,11 +57,23 @@ class ChunkWriter:
     metadata : mapping, optional
         Written as JSON under the ``hivcomorb`` key of the Parquet file's
         key-value metadata (ignored for CSV).
+    repeated : sequence of str, optional
+        Parquet columns whose values repeat, such as stamps and reason texts.
+        Only these are dictionary-encoded: trying it on probabilities, which
+        never repeat, took about 40% of the time of writing a chunk.
     """
 
-    def __init__(self, path: str | Path, schema: pa.Schema, metadata: Mapping[str, Any] | None = None, file_format: str | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        schema: pa.Schema,
+        metadata: Mapping[str, Any] | None = None,
+        file_format: str | None = None,
+        repeated: Sequence[str] = (),
+    ):
         self.path = Path(path)
         self.format = file_format or output_format(path)
+        self.repeated = list(repeated)
         if metadata:
             schema = schema.with_metadata({METADATA_KEY: json.dumps(dict(metadata), sort_keys=True).encode("utf-8")})
         self.schema = schema
@@ -75,7 +87,7 @@ class ChunkWriter:
         table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
         if self._writer is None:
             if self.format == "parquet":
-                self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd")
+                self._writer = pq.ParquetWriter(self._tmp, self.schema, compression="zstd", use_dictionary=self.repeated)
             else:
                 self._writer = pa_csv.CSVWriter(self._tmp, self.schema)
         self._writer.write_table(table)
