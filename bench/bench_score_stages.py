@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+from concurrent.futures import Future
 import functools
 import importlib
 import sys
@@ -114,16 +115,23 @@ def install(clock: StageClock) -> None:
         if owner is not None and hasattr(owner, attribute):
             setattr(owner, attribute, clock.wrap(stage, getattr(owner, attribute)))
 
-    def one_after_another(chunks: Any, ingest_one: Callable[[Any, int], Any]) -> Any:
+    def one_after_another(
+        chunks: Any, ingest_one: Callable[[Any, int], Any], finish: Callable[[], Any] | None = None, finished: list | None = None
+    ) -> Any:
         iterator = iter(chunks)
         while True:
             wall, cpu = time.perf_counter(), time.process_time()
             try:
                 frame, offset = next(iterator)
             except StopIteration:
-                return
+                break
             clock.add("read chunks", time.perf_counter() - wall, time.process_time() - cpu)
             yield frame, ingest_one(frame, offset)
+        if finish is not None and finished is not None:
+            # Older versions of hivcomorb validate after the loop themselves and pass no finish.
+            done: Future = Future()
+            done.set_result(finish())
+            finished.append(done)
 
     score._ingest_ahead = one_after_another
     validate = importlib.import_module("hivcomorb.ingest.validate")
