@@ -8,6 +8,7 @@ model through the command line, with tracking on.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from hivcomorb.bundle import ModelBundle
 from hivcomorb.context import RunContext
 from hivcomorb.contract import load_contract
 from hivcomorb.disclosure import SUPPRESSED
-from hivcomorb.errors import ExtractError, ModelError
+from hivcomorb.errors import ConfigError, ExtractError, ModelError
 from hivcomorb.ingest import read_extract
 from hivcomorb.pyfunc import probability_column
 from hivcomorb.score import output_paths, score_extract
@@ -587,6 +588,54 @@ def test_command_tracks_run_without_patient_data(command_run):
     ids = set(command_run.registered.cohort["patient_id"])
     logged = " ".join([*data.params.values(), *data.tags.values()])
     assert not any(patient in logged for patient in ids)
+
+
+def mostly_broken_run(tmp_path_factory: pytest.TempPathFactory, *extra: str) -> tuple[int, Path]:
+    """Score 40 rows of which 30 have an impossible haemoglobin, with the command line."""
+    from hivcomorb.cli import main
+
+    registered = register_once(tmp_path_factory)
+    root = tmp_path_factory.mktemp("broken")
+    with sqlite_store(registered.root):
+        extract = unlabelled(registered.cohort.head(40))
+        extract.loc[:29, "haemoglobin"] = -5.0
+        path = root / "monthly.csv"
+        extract.to_csv(path, index=False)
+        out = root / "scores.parquet"
+        config = root / "config.yaml"
+        config.write_text(
+            f"dataset: demo\nseed: 1\npaths: {{artifacts: {root / 'artifacts'}, reports: {root / 'reports'}}}\nscore: {{progress: false}}\n",
+            encoding="utf-8",
+        )
+        code = main(["score", str(path), "--model", "champion-aware", "--out", str(out), "--config", str(config), *extra])
+    return code, out
+
+
+def test_mostly_quarantined_extract_exits_three(tmp_path_factory, caplog):
+    from hivcomorb.score import EXIT_TOO_MANY_QUARANTINED
+
+    with caplog.at_level(logging.ERROR, logger="hivcomorb.score"):
+        code, out = mostly_broken_run(tmp_path_factory)
+    assert code == EXIT_TOO_MANY_QUARANTINED == 3
+    assert "30 of 40 rows (75.0%) were quarantined" in caplog.text
+    # Every output is still written, for the analyst to inspect.
+    assert len(pd.read_parquet(out)) == 10
+    summary = json.loads(out.with_name(out.name + ".summary.json").read_text(encoding="utf-8"))
+    assert summary["too_many_quarantined"] is True
+    assert any("75.0% of rows were quarantined" in sentence for sentence in summary["summary"])
+
+
+def test_quarantine_limit_can_be_raised(tmp_path_factory):
+    code, _ = mostly_broken_run(tmp_path_factory, "--max-quarantined-share", "0.8")
+    assert code == 0
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, "half"])
+def test_invalid_quarantine_limit_rejected(value):
+    from hivcomorb.score import ScoreOptions
+
+    with pytest.raises(ConfigError, match="max_quarantined_share"):
+        ScoreOptions.from_config({"score": {"max_quarantined_share": value}})
 
 
 def test_top_reasons_use_explained_rows_values():

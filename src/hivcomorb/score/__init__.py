@@ -68,6 +68,8 @@ from hivcomorb.score.writer import QUARANTINE_SCHEMA, ChunkWriter, output_format
 
 logger = logging.getLogger(__name__)
 
+# Exit status of `hivcomorb score` when more rows are quarantined than score.max_quarantined_share allows.
+EXIT_TOO_MANY_QUARANTINED = 3
 VALIDATE_CHOICES = ("compact", "every_chunk", "first_chunk", "off")
 STAMP_COLUMNS = ("model_name", "model_version", "model_run_id", "setting", "contract_version", "extract_sha256", "scored_at")
 
@@ -89,6 +91,7 @@ class ScoreOptions:
     n_jobs: int = 0
     allow_missing_labs: bool = False
     validate: str = "compact"
+    max_quarantined_share: float | None = 0.25
     progress: bool | None = None
     groups: list[str] = field(default_factory=lambda: ["gender", "ethnicity", "age_band", "hiv_exposure", "deprivation_quintile"])
     age_bands: list[float] = field(default_factory=lambda: [18, 30, 40, 50, 60, 70])
@@ -109,6 +112,7 @@ class ScoreOptions:
             n_jobs=int(block.get("n_jobs", cls.n_jobs)),
             allow_missing_labs=bool(block.get("allow_missing_labs", cls.allow_missing_labs)),
             validate=str(block.get("validate", cls.validate)),
+            max_quarantined_share=_share_or_none(block.get("max_quarantined_share", cls.max_quarantined_share)),
             progress=None if progress == "auto" else bool(progress),
             groups=list(summary.get("groups") or cls().groups),
             age_bands=[float(x) for x in summary.get("age_bands") or cls().age_bands],
@@ -121,7 +125,21 @@ class ScoreOptions:
             raise ConfigError(f"score.validate must be one of {VALIDATE_CHOICES}, got {options.validate!r}")
         if options.n_jobs <= 0:
             options.n_jobs = os.cpu_count() or 1
+        share = options.max_quarantined_share
+        if share is not None and not 0.0 <= share <= 1.0:
+            raise ConfigError(
+                f"score.max_quarantined_share (or --max-quarantined-share) must be between 0 and 1, or null for no limit; got {share}"
+            )
         return options
+
+
+def _share_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"score.max_quarantined_share must be a number between 0 and 1, or null for no limit; got {value!r}") from exc
 
 
 def repeated_texts(schema: pa.Schema) -> list[str]:
@@ -297,6 +315,7 @@ def score_extract(
     encoding: str | None = None,
     delimiter: str | None = None,
     device: str | None = None,
+    max_quarantined_share: float | None = None,
     track: bool = True,
 ) -> dict[str, Any]:
     """Score an extract and write the scores, quarantine and summary files.
@@ -323,6 +342,10 @@ def score_extract(
         Read options, as for ``hivcomorb ingest``.
     device : {"cpu", "cuda"}, optional
         Where XGBoost predicts; default ``score.device``.
+    max_quarantined_share : float, optional
+        Share of rows read above which the result's ``too_many_quarantined``
+        is true; default ``score.max_quarantined_share``. The outputs are
+        written either way.
     track : bool
         Log the run to MLflow.
 
@@ -330,7 +353,8 @@ def score_extract(
     -------
     dict
         ``counts`` (reconciliation, flags per label and by group, suppressed),
-        ``stamps``, ``labels``, ``thresholds``, ``outputs`` and ``summary``.
+        ``stamps``, ``labels``, ``thresholds``, ``outputs``, ``summary``,
+        ``max_quarantined_share`` and ``too_many_quarantined``.
 
     Raises
     ------
@@ -343,7 +367,9 @@ def score_extract(
     from hivcomorb.ingest import validate as validate_module
     from hivcomorb.ingest.mapping import plan_mapping
 
-    options = ScoreOptions.from_config(ctx.config, model=model, reasons=reasons, chunk_rows=chunk_rows, device=device)
+    options = ScoreOptions.from_config(
+        ctx.config, model=model, reasons=reasons, chunk_rows=chunk_rows, device=device, max_quarantined_share=max_quarantined_share
+    )
     started = time.perf_counter()
     extract = Path(extract)
     paths = output_paths(out)
@@ -465,6 +491,9 @@ def score_extract(
                 "reasons": options.reasons,
                 "absent_labs": list(absent_labs),
                 "outputs": {k: str(v) for k, v in paths.items()},
+                "max_quarantined_share": options.max_quarantined_share,
+                "too_many_quarantined": options.max_quarantined_share is not None
+                and counts.rows_quarantined > options.max_quarantined_share * counts.rows_read,
             }
             result_data["summary"] = summary_sentences(result_data)
             scores_out.commit()
@@ -583,11 +612,26 @@ def _command(args: argparse.Namespace) -> int:
         encoding=args.encoding,
         delimiter=args.delimiter,
         device=ctx.device if args.device else None,
+        max_quarantined_share=args.max_quarantined_share,
     )
     for sentence in result["summary"]:
         print(sentence)
     for name, path in result["outputs"].items():
         print(f"{name}: {path}")
+    if result["too_many_quarantined"]:
+        counts = result["counts"]
+        logger.error(
+            "%d of %d rows (%.1f%%) were quarantined, more than score.max_quarantined_share (%.0f%%). The other rows "
+            "are scored, but this many rejected rows usually means a mapping or export problem: read the rules in %s, "
+            "fix the mapping or the export, and score again. Exit status %d",
+            counts["rows_quarantined"],
+            counts["rows_read"],
+            100.0 * counts["rows_quarantined"] / counts["rows_read"],
+            100.0 * result["max_quarantined_share"],
+            result["outputs"]["quarantine"],
+            EXIT_TOO_MANY_QUARANTINED,
+        )
+        return EXIT_TOO_MANY_QUARANTINED
     return 0
 
 
@@ -620,6 +664,13 @@ def register_cli(subparsers: Any) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="write the top SHAP reasons for each flagged label (default: score.reasons, on)",
+    )
+    parser.add_argument(
+        "--max-quarantined-share",
+        type=float,
+        default=None,
+        help=f"exit with status {EXIT_TOO_MANY_QUARANTINED} after writing the outputs when more than this share of rows "
+        "is quarantined (default: score.max_quarantined_share, 0.25)",
     )
     parser.add_argument("--chunk-rows", type=int, default=None, help="rows read and scored at a time (default: score.chunk_rows, 100000)")
     parser.add_argument("--sheet", default=None, help="Excel sheet name (default: the first sheet)")

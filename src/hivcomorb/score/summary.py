@@ -199,6 +199,13 @@ def summary_sentences(result: Mapping[str, Any]) -> list[str]:
         f"Scored with {stamps['model_name']} version {stamps['model_version']} ({stamps['setting']} setting, "
         f"data contract {stamps['contract_version']}).",
     ]
+    if result.get("too_many_quarantined"):
+        share = 100.0 * counts["rows_quarantined"] / counts["rows_read"]
+        sentences.append(
+            f"{share:.1f}% of rows were quarantined, more than the {100.0 * result['max_quarantined_share']:.0f}% allowed "
+            "(score.max_quarantined_share). This usually means a mapping or export problem: check the quarantine file's "
+            "rules before using these scores."
+        )
     ood = counts["out_of_distribution"]
     if counts["rows_scored"] and not ood["rows"]:
         sentences.append("No scored row is out of distribution: none has a value outside the training range or is unlike the training cohort.")
