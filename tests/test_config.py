@@ -54,3 +54,38 @@ def test_load_config_invalid_yaml_names_file(tmp_path):
 def test_nested_get_missing_returns_default():
     assert nested_get({"a": {"b": 1}}, "a.b") == 1
     assert nested_get({"a": {"b": 1}}, "a.c", "none") == "none"
+
+
+SITE_MAPPING = """\
+name: clinic
+id_column: MRN
+columns: {}
+site:
+  extra_columns:
+    - {name: alcohol_use, role: social, dtype: category, categories: [none, moderate, harmful, unknown]}
+"""
+
+
+def test_context_reads_mapping_site_block(tmp_path):
+    from hivcomorb.context import RunContext
+
+    mapping = tmp_path / "clinic.yaml"
+    mapping.write_text(SITE_MAPPING, encoding="utf-8")
+    ctx = RunContext.from_config(load_config("demo", {"ingest": {"mapping": str(mapping)}}))
+    assert "alcohol_use" in [column.name for column in ctx.contract.columns]
+
+
+def test_context_without_mapping_keeps_contract():
+    from hivcomorb.context import RunContext
+    from hivcomorb.contract import load_contract
+
+    ctx = RunContext.from_config(load_config("demo"))
+    assert ctx.contract == load_contract()
+
+
+def test_context_ignores_unreadable_mapping(tmp_path):
+    from hivcomorb.context import RunContext
+    from hivcomorb.contract import load_contract
+
+    ctx = RunContext.from_config(load_config("demo", {"ingest": {"mapping": str(tmp_path / "absent.yaml")}}))
+    assert ctx.contract == load_contract()

@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from hivcomorb.config import deep_merge
 from hivcomorb.contract import Contract, load_contract
 from hivcomorb.paths import project_root
 
@@ -46,9 +49,16 @@ class RunContext:
 
     @classmethod
     def from_config(cls, config: dict[str, Any], root: Path | None = None) -> "RunContext":
-        """Build a context; the contract is adapted to the config's ``site`` block."""
+        """Build a context; the contract is adapted to the ``site`` blocks of the config and of its mapping file.
+
+        The mapping file named by ``ingest.mapping`` may carry its own ``site``
+        block, which wins over the configuration's where both set a key. Every
+        stage reads it here, so a stage started on its own (``hivcomorb
+        train``) sees the same columns as the ingestion that wrote its cohort.
+        """
         root = root or project_root()
-        contract = load_contract(site=config.get("site"))
+        site = deep_merge(config.get("site") or {}, mapping_site(config))
+        contract = load_contract(site=site or None)
         return cls(config=config, contract=contract, root=root)
 
     @property
@@ -78,3 +88,22 @@ class RunContext:
         path = self.artifacts / stage
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def mapping_site(config: dict[str, Any]) -> dict[str, Any]:
+    """Return the ``site`` block of the mapping file that ``ingest.mapping`` names, or an empty one.
+
+    A file that cannot be read gives an empty block here: ingestion reads it
+    again and raises the error that names the file and the problem.
+    """
+    path = (config.get("ingest") or {}).get("mapping")
+    if not path:
+        return {}
+    from hivcomorb.ingest.mapping import resolve_mapping_path
+
+    try:
+        raw = yaml.safe_load(resolve_mapping_path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    site = raw.get("site") if isinstance(raw, dict) else None
+    return dict(site) if isinstance(site, dict) else {}

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 from hivcomorb import __version__, htmlkit
 from hivcomorb.config import deep_merge, nested_get
-from hivcomorb.context import RunContext
+from hivcomorb.context import RunContext, mapping_site
 from hivcomorb.contract import Contract, load_contract
 from hivcomorb.errors import DataNotFoundError, ExtractError
 from hivcomorb.files import atomic_path, file_sha256
@@ -90,11 +90,11 @@ def _site_contract(ctx: RunContext, mapping: Mapping[str, Any]) -> Contract:
     merged = deep_merge(ctx.config.get("site") or {}, site)
     contract = load_contract(site=merged)
     if [c.name for c in contract.columns] != [c.name for c in ctx.contract.columns] or contract != ctx.contract:
-        # TODO: remove once RunContext.from_config merges the mapping's site block itself; until then a stage
-        # started on its own (hivcomorb train) builds its contract from conf/<dataset>.yaml only.
+        # The context merges the site block of the mapping that ingest.mapping names, so this happens only
+        # when ingest.mapping changed after the context was built.
         logger.warning(
-            "Mapping file %s has a site block that the dataset configuration lacks; copy it into the site block of "
-            "the dataset configuration so that stages run on their own use the same contract",
+            "Mapping file %s has a site block that the dataset configuration does not read; set ingest.mapping "
+            "in the dataset configuration to this file so that stages run on their own use the same contract",
             mapping.get("path"),
         )
         ctx.contract = contract
@@ -430,6 +430,14 @@ def _command(args: argparse.Namespace) -> int:
     if args.no_cache:
         overrides[STAGE]["cache"] = False
     ctx = context_from_args(args, overrides)
+    if args.mapping and mapping_site(ctx.config):
+        # The contract of this run includes the site block, but later stages started on their own
+        # read ingest.mapping from the dataset configuration, not this option.
+        logger.warning(
+            "Mapping file %s has a site block. Set ingest.mapping to this file in the dataset configuration, so "
+            "that stages run on their own (hivcomorb train, score) use the same contract",
+            args.mapping,
+        )
     status = run_single_stage(ctx, STAGE)
     summary = json.loads((output_dir(ctx) / SUMMARY_FILE).read_text(encoding="utf-8"))
     print(f"{summary['source']}: {summary['reconciliation']}")
