@@ -54,7 +54,7 @@ class RunContext:
         The mapping file named by ``ingest.mapping`` may carry its own ``site``
         block, which wins over the configuration's where both set a key. Every
         stage reads it here, so a stage started on its own (``hivcomorb
-        train``) sees the same columns as the ingestion that wrote its cohort.
+        train``) uses the same columns as the ingestion that wrote its cohort.
         """
         root = root or project_root()
         site = deep_merge(config.get("site") or {}, mapping_site(config))
