@@ -186,6 +186,14 @@ def test_register_summary_counts_both_settings(registered):
     assert registered.summary == {"registered": 2, "missing": []}
 
 
+def test_register_records_detector_method(registered):
+    from hivcomorb.registry import load_registry, report_section
+
+    entries = load_registry(registered.ctx)["models"]
+    assert [entry["ood_method"] for entry in entries] == ["mahalanobis", "mahalanobis"]
+    assert "Mahalanobis distance and training ranges" in report_section(registered.ctx)
+
+
 @pytest.mark.parametrize("setting", ["aware", "unaware"])
 def test_register_alias_points_at_version(registered, setting):
     entry = _entry(registered, setting)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import joblib
 import pandas as pd
@@ -188,7 +188,16 @@ def log_and_register(ctx: RunContext, bundle: ModelBundle, source: Path) -> dict
         "contract_version": bundle.contract_version,
         "trained_device": bundle.device,
         "ood_detector": detector is not None,
+        "ood_method": detector.method if detector is not None else None,
     }
+
+
+def _detector_text(entry: Mapping[str, Any]) -> str:
+    """Return the report's words for a registered model's out-of-distribution detector."""
+    if not entry["ood_detector"]:
+        return "no (training ranges only)"
+    method = entry.get("ood_method") or "isolation_forest"
+    return {"mahalanobis": "Mahalanobis distance", "isolation_forest": "isolation forest"}.get(method, method) + " and training ranges"
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
@@ -251,7 +260,7 @@ def report_section(ctx: RunContext) -> str:
             m["version"],
             hk.Raw(f"<code>{hk.escape(m['uri'])}</code>"),
             m["contract_version"],
-            "yes" if m["ood_detector"] else "no (training ranges only)",
+            _detector_text(m),
         )
         for m in registry.get("models", [])
     ]
