@@ -190,3 +190,39 @@ def test_ingest_header_only_file(tmp_path):
 )
 def test_detect_delimiter_cases(sample, expected):
     assert detect_delimiter(sample) == expected
+
+
+def broken_csv(tmp_path, row: int, change) -> tuple[str, list[str]]:
+    """Write a 60-row CSV whose data row ``row`` is changed by ``change``; return the path and the ids."""
+    ids = [f"SECRET{i:04d}" for i in range(1, 61)]
+    lines = ["patient_id,age,hba1c"] + [f"{pid},{40 + i % 30},{5.0 + i / 100:.2f}" for i, pid in enumerate(ids)]
+    lines[row] = change(lines[row])
+    path = tmp_path / "broken.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path), ids
+
+
+@pytest.mark.parametrize(
+    ("row", "change", "expected"),
+    [
+        (12, lambda line: '"' + line, "the quotes of data row 12 do not pair up"),
+        (7, lambda line: line + ",extra", "data row 7 has 4 fields where the header has 3"),
+    ],
+    ids=["unclosed quote", "extra field"],
+)
+def test_malformed_csv_names_row_without_cells(tmp_path, row, change, expected):
+    from hivcomorb.score.reader import open_extract
+
+    path, ids = broken_csv(tmp_path, row, change)
+    with pytest.raises(ExtractError) as read_error:
+        read_extract(path)
+    with pytest.raises(ExtractError) as score_error:
+        with open_extract(path, chunk_rows=20) as source:
+            source.id_census("patient_id")
+            for _ in source.chunks():
+                pass
+    for error in (read_error, score_error):
+        message = str(error.value)
+        assert expected in message
+        assert not any(pid in message for pid in ids)
+        assert error.value.__cause__ is None

@@ -239,11 +239,42 @@ def _read_csv(path: Path, encoding: str | None, delimiter: str | None) -> tuple[
             truncate_ragged_lines=False,
         )
     except pl.exceptions.PolarsError as exc:
+        # The parser's own message quotes the rows around the fault, patient ids included, so it is not shown.
         raise ExtractError(
-            f"extract file {path} could not be read as CSV with delimiter {delimiter!r} and encoding {encoding}: {exc}; "
-            "check the file or pass --delimiter and --encoding"
-        ) from exc
+            f"extract file {path} could not be read as CSV with delimiter {delimiter!r} and encoding {encoding}: "
+            f"{describe_csv_problem(path, delimiter, encoding)}"
+        ) from None
     return frame, ReadInfo(path=str(path), format="csv", encoding=encoding, delimiter=delimiter, detected=tuple(detected))
+
+
+def describe_csv_problem(path: str | Path, delimiter: str, encoding: str) -> str:
+    """Return where a CSV file breaks the format, by data row number, and the fix, without any cell content.
+
+    Called after the fast reader has failed; reads the file once more with
+    Python's strict CSV reader, which stops at the first bad row. Rows are
+    counted as everywhere in hivcomorb: data row 1 is the first after the header.
+    """
+    row = 0
+    try:
+        with open(path, encoding=encoding, newline="") as handle:
+            reader = csv.reader(handle, delimiter=delimiter, quotechar='"', strict=True)
+            header = next(reader, None)
+            if header is None:
+                return "it has no header row; export the extract again with its header"
+            for row, fields in enumerate(reader, start=1):
+                if fields and len(fields) != len(header):
+                    return (
+                        f"data row {row} has {len(fields)} fields where the header has {len(header)}; check the "
+                        "delimiters and quotes of that row, or pass --delimiter"
+                    )
+    except csv.Error:
+        return (
+            f"the quotes of data row {row + 1} do not pair up (a quote that is never closed, or text after a closing "
+            "quote); fix that row's quotes and export again"
+        )
+    except UnicodeDecodeError:
+        return f"it is not valid {encoding} text; pass the right --encoding"
+    return "the CSV reader stopped at a row it could not parse; check the file's quotes and delimiters, or pass --delimiter and --encoding"
 
 
 def _read_sample(path: Path) -> bytes:

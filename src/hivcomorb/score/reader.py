@@ -35,6 +35,7 @@ from hivcomorb.ingest.readers import (
     PARQUET_SUFFIXES,
     check_extract_file,
     detect_delimiter,
+    describe_csv_problem,
     detect_encoding,
     read_extract,
 )
@@ -94,8 +95,15 @@ class ExtractSource:
         """Header of the extract, as ingestion reads it."""
         try:
             return list(self._lazy().collect_schema().names())
-        except pl.exceptions.PolarsError as exc:
-            raise ExtractError(f"extract file {self.path} could not be read: {exc}") from exc
+        except pl.exceptions.PolarsError:
+            raise ExtractError(f"extract file {self.path} could not be read: {self._problem()}") from None
+
+    def _problem(self) -> str:
+        """Describe why the reader failed, without the rows that the parser's own message quotes."""
+        if self.format == "csv" and self._scan_path is not None:
+            # The scanned file is UTF-8: the extract itself, or its transcoded copy.
+            return describe_csv_problem(self._scan_path, self.delimiter or ",", "utf-8")
+        return "the file may be truncated or damaged; export the extract again"
 
     def chunks(self) -> Iterator[tuple[pl.DataFrame, int]]:
         """Yield ``(frame, row_offset)`` for consecutive chunks; ``row_offset`` rows precede the chunk."""
@@ -112,11 +120,8 @@ class ExtractSource:
                     piece = frame.slice(start, self.chunk_rows)
                     yield piece, offset
                     offset += piece.height
-        except pl.exceptions.PolarsError as exc:
-            raise ExtractError(
-                f"extract file {self.path} could not be read after row {offset}: {exc}; "
-                "check the file or pass --delimiter and --encoding"
-            ) from exc
+        except pl.exceptions.PolarsError:
+            raise ExtractError(f"extract file {self.path} could not be read: {self._problem()}") from None
 
     def _parquet_chunks(self) -> Iterator[tuple[pl.DataFrame, int]]:
         # Each chunk reads only its own row range, when scoring requests it. With polars 2.1
@@ -133,9 +138,9 @@ class ExtractSource:
                 offset += piece.height
         except pl.exceptions.PolarsError as exc:
             raise ExtractError(
-                f"extract file {self.path} could not be read after row {offset}: {exc}. "
+                f"extract file {self.path} could not be read after row {offset} ({type(exc).__name__}). "
                 "The file may be truncated or damaged, so export the extract again"
-            ) from exc
+            ) from None
 
     def id_census(self, id_column: str) -> tuple[int, set[str]]:
         """Count the rows and return the patient ids that occur more than once.
@@ -151,6 +156,8 @@ class ExtractSource:
             hashes = self._lazy().select(raw.hash(seed=0).alias("h")).collect(engine="streaming")["h"].to_numpy()
         except pl.exceptions.ColumnNotFoundError as exc:
             raise ExtractError(f"extract file {self.path} has no id column {id_column!r}; check the mapping's id_column") from exc
+        except pl.exceptions.PolarsError:
+            raise ExtractError(f"extract file {self.path} could not be read: {self._problem()}") from None
         n_rows = int(hashes.size)
         ordered = np.sort(hashes)
         repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
