@@ -105,3 +105,23 @@ def test_distance_is_the_same_whatever_the_seed():
     first = OutOfDistributionDetector.fit(train, seed=1)
     second = OutOfDistributionDetector.fit(train, seed=2)
     np.testing.assert_array_equal(first.score(train.head(30)), second.score(train.head(30)))
+
+
+def test_reason_says_when_a_column_is_missing():
+    train = correlated(2000, 0)
+    # HbA1c is missing for 4 training patients only, so a missing HbA1c is itself unusual.
+    train.loc[:3, "hba1c"] = np.nan
+    detector = OutOfDistributionDetector.fit(train, quantile=0.01, seed=0)
+    row = train.iloc[[10]].copy()
+    row["hba1c"] = np.nan
+    scores, flags = detector.is_outlier(row)
+    assert flags.tolist() == [True]
+    (text,) = detector.describe(row, scores)
+    assert "most unusual: hba1c missing" in text
+
+
+def test_reason_tells_distance_from_threshold():
+    from hivcomorb.pyfunc import _distinct_texts
+
+    assert _distinct_texts(11.54, 11.46) == ("11.54", "11.46")
+    assert _distinct_texts(12.2, 11.5) == ("12.2", "11.5")

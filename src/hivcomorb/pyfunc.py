@@ -394,13 +394,27 @@ class OutOfDistributionDetector:
         """
         if self.method != "mahalanobis":
             return [f"unlike the training cohort (isolation score below {self.threshold:.3f})"] * len(matrix)
-        columns = self.pipeline.unusual_columns(self._values(matrix))
+        values = self._values(matrix)
+        columns = self.pipeline.unusual_columns(values)
+        missing = np.isnan(values)
         texts = []
-        for score, positions in zip(scores, columns):
-            named = ", ".join(self.feature_names[p] for p in positions if p >= 0)
+        for row, (score, positions) in enumerate(zip(scores, columns)):
+            # A missing lab adds to the distance through its missing indicator and its imputed median,
+            # so the text says that it is missing rather than naming it as if its value were unusual.
+            named = ", ".join(self.feature_names[p] + (" missing" if missing[row, p] else "") for p in positions if p >= 0)
             unusual = f"; most unusual: {named}" if named else ""
-            texts.append(f"unlike the training cohort (distance {-score:.1f} above {-self.threshold:.1f}{unusual})")
+            distance, threshold = _distinct_texts(-float(score), -self.threshold)
+            texts.append(f"unlike the training cohort (distance {distance} above {threshold}{unusual})")
         return texts
+
+
+def _distinct_texts(value: float, limit: float) -> tuple[str, str]:
+    """Return ``value`` and ``limit`` with the fewest decimals (one to four) that tell them apart."""
+    for decimals in range(1, 5):
+        shown = f"{value:.{decimals}f}", f"{limit:.{decimals}f}"
+        if shown[0] != shown[1]:
+            return shown
+    return shown
 
 
 # NOTE: errors raised before predict runs are MLflow's. With the signature of
