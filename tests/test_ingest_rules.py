@@ -45,6 +45,13 @@ def test_rules_quarantine_never_holds_patient_id():
     assert not result.quarantine.astype(str).apply(lambda col: col.str.contains("SECRET")).any().any()
 
 
+def test_rules_id_shifted_into_other_column_withheld():
+    result = ingest({"patient_id": ["SECRET-1", "SECRET-2"], "age": ["40", " SECRET-1 "], "gender": ["SECRET-2", "male"]})
+    assert reasons(result) == [[1, "gender", "unknown_category"], [2, "age", "unparseable_value"]]
+    assert result.quarantine["raw_value"].isna().all()
+    assert result.quarantine["detail"].str.contains("value withheld").all()
+
+
 def test_rules_logs_never_hold_patient_id(caplog):
     with caplog.at_level(logging.DEBUG):
         ingest({"patient_id": ["SECRET-1", "SECRET-1", "SECRET-2"], "age": ["40", "50", "17"]}, validate=True)

@@ -213,7 +213,7 @@ def ingest_frame(
         outcomes[column.name] = outcome
         entries.extend(outcome.entries)
 
-    quarantine_entries = pl.concat(entries) if entries else rules.empty_entries()
+    quarantine_entries = _withhold_ids(pl.concat(entries) if entries else rules.empty_entries(), data[plan.id_source])
     bad_positions = quarantine_entries["position"].unique()
     kept_mask = np.ones(n_rows, dtype=bool)
     kept_mask[bad_positions.to_numpy()] = False
@@ -645,6 +645,27 @@ def _assemble(
             series.append(censor.cast(pl.String).alias(f"{column.name}{CENSOR_SUFFIX}"))
     series.append(pl.Series(SOURCE_ROW, np.arange(row_offset + 1, row_offset + n_rows + 1, dtype=np.int64)))
     return pl.DataFrame(series)
+
+
+def _withhold_ids(entries: pl.DataFrame, ids: pl.Series) -> pl.DataFrame:
+    """Blank the raw value of each entry that equals a patient id of the chunk, such as an id shifted into another column.
+
+    The quarantine file promises no patient id. An id of another chunk is not
+    caught here.
+    """
+    if entries.height == 0:
+        return entries
+    known = as_text(ids).str.strip_chars().drop_nulls()
+    raw = pl.col("raw_value").str.strip_chars()
+    leaked = raw.is_in(known.implode()).fill_null(False)
+    return entries.with_columns(
+        pl.when(leaked).then(pl.lit(None, dtype=pl.String)).otherwise(pl.col("raw_value")).alias("raw_value"),
+        pl.when(leaked)
+        .then(pl.col("detail").fill_null("") + pl.lit(" (value withheld: it equals a patient id of the extract)"))
+        .otherwise(pl.col("detail"))
+        .str.strip_chars()
+        .alias("detail"),
+    )
 
 
 def _quarantine_frame(entries: pl.DataFrame, row_offset: int) -> pd.DataFrame:
