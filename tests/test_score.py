@@ -668,7 +668,8 @@ def test_shap_values_unwrap_estimator_wrapper(scored):
     ("ood_rows", "expected"),
     [
         (0, "No scored row is out of distribution"),
-        (3, "3 scored rows (30.0%) are out of distribution"),
+        (30, "Scored rows out of distribution: 30 (30.0%); with a value outside the training range: 30;"),
+        ("suppressed", "Scored rows out of distribution: suppressed; with a value outside the training range: suppressed;"),
     ],
 )
 def test_summary_sentences_out_of_distribution(ood_rows, expected):
@@ -676,12 +677,28 @@ def test_summary_sentences_out_of_distribution(ood_rows, expected):
 
     result = {
         "counts": {
-            "rows_read": 10,
-            "rows_scored": 10,
+            "rows_read": 100,
+            "rows_scored": 100,
             "rows_quarantined": 0,
+            "min_group_size": 10,
             "out_of_distribution": {"rows": ood_rows, "outside_training_range": ood_rows, "unlike_training_cohort": 0},
         },
         "stamps": {"model_name": "m", "model_version": "1", "setting": "aware", "contract_version": "1.0.0"},
     }
     sentences = summary_sentences(result)
     assert any(s.startswith(expected) for s in sentences)
+
+
+def test_summary_json_suppresses_small_flag_counts():
+    from hivcomorb.score.summary import ScoreCounts
+
+    counts = ScoreCounts(labels=["diabetes", "cancer"], groups=[], age_edges=[18, 40])
+    counts.rows_read = counts_scored = 100
+    frame = pd.DataFrame({"age": np.full(counts_scored, 50.0)})
+    flags = {"diabetes": np.arange(100) < 40, "cancer": np.arange(100) < 3}
+    ood = np.arange(100) < 2
+    counts.add_chunk(frame, flags, ood, ood, np.zeros(100, dtype=bool))
+    data = counts.as_dict(10)
+    assert data["flagged"] == {"diabetes": 40, "cancer": SUPPRESSED}
+    assert data["out_of_distribution"] == {"rows": SUPPRESSED, "outside_training_range": SUPPRESSED, "unlike_training_cohort": 0}
+    assert data["rows_scored"] == 100

@@ -151,11 +151,13 @@ class ScoreCounts:
             "rows_quarantined": self.rows_quarantined,
             "reconciled": self.reconciles(),
             "quarantine_rules": dict(self.quarantine_rules),
-            "flagged": {label: self.flagged[label] for label in self.labels},
+            # Flag counts follow the same small-cell rule as the group counts; the reconciliation
+            # counts above are published as they are, because every row must be accounted for.
+            "flagged": {label: reportable_count(self.flagged[label], self.rows_scored, minimum) for label in self.labels},
             "out_of_distribution": {
-                "rows": self.ood_rows,
-                "outside_training_range": self.ood_range_rows,
-                "unlike_training_cohort": self.ood_detector_rows,
+                "rows": reportable_count(self.ood_rows, self.rows_scored, minimum),
+                "outside_training_range": reportable_count(self.ood_range_rows, self.rows_scored, minimum),
+                "unlike_training_cohort": reportable_count(self.ood_detector_rows, self.rows_scored, minimum),
             },
             "min_group_size": minimum,
             "by_group": self.suppressed_groups(minimum),
@@ -207,13 +209,15 @@ def summary_sentences(result: Mapping[str, Any]) -> list[str]:
             "rules before using these scores."
         )
     ood = counts["out_of_distribution"]
-    if counts["rows_scored"] and not ood["rows"]:
+    if counts["rows_scored"] and ood["rows"] == 0:
         sentences.append("No scored row is out of distribution: none has a value outside the training range or is unlike the training cohort.")
     elif counts["rows_scored"]:
-        share = 100.0 * ood["rows"] / counts["rows_scored"]
+        rows = ood["rows"]
+        share = f" ({100.0 * rows / counts['rows_scored']:.1f}%)" if isinstance(rows, int) else ""
         sentences.append(
-            f"{ood['rows']} scored rows ({share:.1f}%) are out of distribution: {ood['outside_training_range']} with a value "
-            f"outside the training range and {ood['unlike_training_cohort']} unlike the training cohort; review their scores with care."
+            f"Scored rows out of distribution: {rows}{share}; with a value outside the training range: "
+            f"{ood['outside_training_range']}; unlike the training cohort: {ood['unlike_training_cohort']}. Review their "
+            f"scores with care. Counts below {counts['min_group_size']} are suppressed."
         )
     return sentences
 
@@ -237,9 +241,8 @@ def render_html(result: Mapping[str, Any], contract: Contract) -> str:
     ]
     label_rows = []
     for label in result["labels"]:
-        flagged = counts["flagged"][label]
-        shown = reportable_count(flagged, scored, minimum)
-        share = f"{100.0 * flagged / scored:.1f}%" if scored and shown != SUPPRESSED else SUPPRESSED
+        shown = counts["flagged"][label]
+        share = f"{100.0 * shown / scored:.1f}%" if scored and shown != SUPPRESSED else SUPPRESSED
         label_rows.append((label, f"{thresholds[label]:.3f}", shown, share))
     parts = [
         hk.table(["Item", "Value"], meta_rows, css_class="meta"),
