@@ -590,7 +590,7 @@ def test_command_tracks_run_without_patient_data(command_run):
     assert not any(patient in logged for patient in ids)
 
 
-def mostly_broken_run(tmp_path_factory: pytest.TempPathFactory, *extra: str) -> tuple[int, Path]:
+def mostly_broken_run(tmp_path_factory: pytest.TempPathFactory, *extra: str, glucose_factor: float = 1.0) -> tuple[int, Path]:
     """Score 40 rows of which 30 have an impossible haemoglobin, with the command line."""
     from hivcomorb.cli import main
 
@@ -599,6 +599,7 @@ def mostly_broken_run(tmp_path_factory: pytest.TempPathFactory, *extra: str) -> 
     with sqlite_store(registered.root):
         extract = unlabelled(registered.cohort.head(40))
         extract.loc[:29, "haemoglobin"] = -5.0
+        extract["glucose"] = extract["glucose"] * glucose_factor
         path = root / "monthly.csv"
         extract.to_csv(path, index=False)
         out = root / "scores.parquet"
@@ -628,6 +629,17 @@ def test_mostly_quarantined_extract_exits_three(tmp_path_factory, caplog):
 def test_quarantine_limit_can_be_raised(tmp_path_factory):
     code, _ = mostly_broken_run(tmp_path_factory, "--max-quarantined-share", "0.8")
     assert code == 0
+
+
+def test_suspected_unit_reaches_summary(tmp_path_factory):
+    # Glucose in mg/dL declared as mmol/L: 18 times the canonical values.
+    _, out = mostly_broken_run(tmp_path_factory, "--max-quarantined-share", "1", glucose_factor=18.016)
+    summary = json.loads(out.with_name(out.name + ".summary.json").read_text(encoding="utf-8"))
+    assert [finding["column"] for finding in summary["suspected_units"]] == ["glucose"]
+    assert summary["suspected_units"][0]["suspected_unit"] == "mg/dL"
+    assert any(sentence.startswith("The values of glucose look like mg/dL") for sentence in summary["summary"])
+    html = out.with_name(out.name + ".summary.html").read_text(encoding="utf-8")
+    assert "The values of glucose look like mg/dL" in html
 
 
 @pytest.mark.parametrize("value", [1.5, -0.1, "half"])

@@ -453,8 +453,12 @@ def score_extract(
             # With compact validation, the suite runs in the ingestion thread once the last chunk
             # is ingested, while that chunk is scored.
             validation: list[Future] = []
+            suspected_units: dict[str, dict[str, Any]] = {}
             for frame, result in _ingest_ahead(source.chunks(), ingest_one, compact.validate if compact is not None else None, validation):
                 counts.rows_read += frame.height
+                for finding in result.summary.get("suspected_units") or ():
+                    entry = suspected_units.setdefault(finding["column"], {**finding, "chunks": 0})
+                    entry["chunks"] += 1
                 cohort, quarantine = _quarantine_repeated_ids(result.cohort, result.quarantine, duplicated_ids, contract.id_column)
                 if len(cohort):
                     scored = score_chunk(
@@ -491,6 +495,9 @@ def score_extract(
                 "reasons": options.reasons,
                 "absent_labs": list(absent_labs),
                 "outputs": {k: str(v) for k, v in paths.items()},
+                "suspected_units": [
+                    {key: entry[key] for key in ("column", "declared_unit", "suspected_unit", "chunks")} for entry in suspected_units.values()
+                ],
                 "max_quarantined_share": options.max_quarantined_share,
                 "too_many_quarantined": options.max_quarantined_share is not None
                 and counts.rows_quarantined > options.max_quarantined_share * counts.rows_read,
@@ -620,14 +627,16 @@ def _command(args: argparse.Namespace) -> int:
         print(f"{name}: {path}")
     if result["too_many_quarantined"]:
         counts = result["counts"]
+        scored = "The other rows are scored, but" if counts["rows_scored"] else "No row could be scored:"
         logger.error(
-            "%d of %d rows (%.1f%%) were quarantined, more than score.max_quarantined_share (%.0f%%). The other rows "
-            "are scored, but this many rejected rows usually means a mapping or export problem: read the rules in %s, "
-            "fix the mapping or the export, and score again. Exit status %d",
+            "%d of %d rows (%.1f%%) were quarantined, more than score.max_quarantined_share (%.0f%%). %s this many "
+            "rejected rows usually means a mapping or export problem: read the rules in %s, fix the mapping or the "
+            "export, and score again. Exit status %d",
             counts["rows_quarantined"],
             counts["rows_read"],
             100.0 * counts["rows_quarantined"] / counts["rows_read"],
             100.0 * result["max_quarantined_share"],
+            scored,
             result["outputs"]["quarantine"],
             EXIT_TOO_MANY_QUARANTINED,
         )

@@ -208,6 +208,12 @@ def summary_sentences(result: Mapping[str, Any]) -> list[str]:
             "(score.max_quarantined_share). This usually means a mapping or export problem: check the quarantine file's "
             "rules before using these scores."
         )
+    for finding in result.get("suspected_units") or ():
+        sentences.append(
+            f"The values of {finding['column']} look like {finding['suspected_unit']}, not the declared "
+            f"{finding['declared_unit']}, and were scored as {finding['declared_unit']}. Declare the unit in the mapping "
+            "file and score again before using these scores."
+        )
     ood = counts["out_of_distribution"]
     if counts["rows_scored"] and ood["rows"] == 0:
         sentences.append("No scored row is out of distribution: none has a value outside the training range or is unlike the training cohort.")
