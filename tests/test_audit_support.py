@@ -153,3 +153,24 @@ def write_inputs(
     (artifacts / "train" / "train.json").write_text(json.dumps({"champions": champions}), encoding="utf-8")
     for setting, kind in champions.items():
         make_bundle(cohort, contract, setting, kind, labels).save(artifacts / "train" / "models" / f"{setting}.joblib")
+
+
+def test_disparity_sentence_gives_attribute_coding():
+    from hivcomorb.audit.fairness import AMBER, RED
+    from hivcomorb.audit.summary import fairness_sentences
+
+    flagged = {
+        "metric": "tpr",
+        "label": "mental_health",
+        "flag": RED,
+        "difference": -0.93,
+        "difference_low": -0.96,
+        "difference_high": -0.89,
+        "group": "5",
+        "reference": "1",
+        "attribute": "deprivation_quintile",
+        "setting": "unaware",
+    }
+    fairness = {"flag_counts": {"unaware": {RED: 1, AMBER: 0}}, "models": {"unaware": "lasso"}, "attributes": ["deprivation_quintile"], "flagged": [flagged]}
+    sentence = fairness_sentences(fairness)[-1]
+    assert "reference group 1 of deprivation_quintile (coded 1 = most deprived) (unaware setting)" in sentence

@@ -30,9 +30,20 @@ def fairness_sentences(fairness: Mapping[str, Any]) -> list[str]:
     sentences.append(
         f"Largest flagged error-rate disparity: {METRIC_TITLES[worst['metric']]} for {label_title(worst['label'])} "
         f"differs by {worst['difference']:+.2f}{interval} between group {worst['group']} and reference group "
-        f"{worst['reference']} of {worst['attribute']} ({worst['setting']} setting)."
+        f"{worst['reference']} of {worst['attribute']}{_coding(worst['attribute'])} ({worst['setting']} setting)."
     )
     return sentences
+
+
+def _coding(attribute: str) -> str:
+    """Return the contract's note on how ``attribute`` is coded, such as ``1 = most deprived``, in brackets, or ''."""
+    from hivcomorb.contract import load_contract
+
+    contract = load_contract()
+    if attribute not in [column.name for column in contract.columns]:
+        return ""
+    note = contract.column(attribute).note
+    return f" (coded {note.split(';')[0].strip()})" if note else ""
 
 
 def explanation_sentences(explanations: Mapping[str, Any]) -> list[str]:
