@@ -1,37 +1,533 @@
 """Cohort 'Table 1' by group: who the audited patients are.
 
-One table per configured attribute, one column per reportable group plus
-all patients. A category with fewer patients than the disclosure minimum in
-the whole cohort loses its row, which is counted. A cell counting from one
-to ``minimum - 1`` patients reads 'suppressed'.
+One table per configured attribute, one column per shown group plus all
+patients, and one row per shown category of each demographic and social
+column, a median [IQR] per lab and a 'recorded' count per label.
 
-Complementary suppression stops a hidden count being recovered by
-subtraction. When the groups left out of the table add up to fewer than the
-minimum, the smallest shown group is left out too. In a count row with one
-suppressed group cell, the smallest other positive group cell is suppressed
-as well (or the all-patients cell, when there is none).
+Small-cell suppression
+----------------------
+A group or category is shown only when it has at least the disclosure
+minimum of patients in the whole cohort. When the ones left out add up to
+between 1 and ``minimum - 1`` patients, the smallest shown one is left out
+too, so that all patients minus the shown ones is 0 or at least the minimum.
+A variable shows the same categories in every table of one call, as the
+columns of its own table and as rows of the others. An intersection such as
+``gender x ethnicity`` shows only groups whose parts are shown. A count
+from 1 to ``minimum - 1`` reads 'suppressed'. Group sizes in 'patients, n'
+are never suppressed.
+
+Complementary suppression then hides further counts, because a reader can
+subtract along every sum that the tables imply:
+
+* each row: the all-patients count is the sum of the group counts and of
+  the groups left out;
+* each column: the group size is the sum of the counts of one variable's
+  categories and of the categories left out;
+* each label: its percentage of known is treated as giving away the number
+  of patients with a known label. That number is the recorded count plus
+  the not recorded count, and the group size is the known count plus the
+  unknown count;
+* across tables (only in :func:`cohort_tables`): all-patients counts and
+  group sizes repeat in every table, and the table by A with B rows contains
+  the counts of the table by B with A rows, so a count is printed in both or
+  suppressed in both. An intersection group's size is a count of the two-way
+  tables.
+
+Suppression repeats until no suppressed count, and no implied count from 1
+to ``minimum - 1`` (such as the patients of the groups left out in one row),
+can be worked out from these sums. The reader is assumed to use one sum at a
+time, reusing what earlier sums revealed. Suppression also goes on while a
+sum leaves its hidden counts adding up to 1 to ``minimum - 1``.
+
+Each new suppressed count comes from the sum that gave something away, or
+from the sums it used when it contains no printed count. It is the smallest
+printed non-zero count there, preferring one that also sits in another sum
+that gives something away. A printed 0 is treated like any printed count:
+readers may subtract it, and it is never suppressed, because the hidden
+counts of its sums would still add up to the same number. When a sum has no
+count left to suppress and relies on intersection group sizes, the smallest
+of those groups is left out and the tables are built again. When it relies
+on other group sizes or the cohort size, as in a cohort of fewer than
+``minimum`` patients, it stays printed and a warning is logged.
+
+Not protected:
+
+* values found by solving several sums together as a system of equations or
+  a linear programme, beyond the step-by-step subtraction above;
+* bounds from counts being non-negative, apart from a sum whose printed
+  counts already reach its total;
+* the cells of an intersection table against the two-way tables, although a
+  two-way count is a sum of intersection counts;
+* medians, and counts printed by other sections of the report.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import logging
+from collections import deque
+from itertools import chain
+from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 
-from hivcomorb.audit.groups import AGE_BAND, SUPPRESSED, AttributeGroups
+from hivcomorb.audit.groups import AGE_BAND, GROUP_SEPARATOR, SUPPRESSED, AttributeGroups
 from hivcomorb.config import nested_get
 from hivcomorb.contract import UNKNOWN, Contract
 from hivcomorb.disclosure import is_reportable
 
+logger = logging.getLogger(__name__)
+
 ALL = "all patients"
 
+# A cell key lists (variable, value) pairs, sorted by variable, and the empty
+# key is the whole cohort. NOT_SHOWN is the value for the categories left out.
+NOT_SHOWN = ("not shown",)
+# Values of a label variable in cell keys.
+RECORDED, NOT_RECORDED, LABEL_UNKNOWN, LABEL_KNOWN = "recorded", "not recorded", "unknown", "known"
 
-def _count_cell(count: int, total: int, minimum: int) -> str:
-    if 0 < count < minimum:
-        return SUPPRESSED
-    share = 100.0 * count / total if total else float("nan")
-    return f"{count:,} ({share:.1f}%)" if np.isfinite(share) else f"{count:,}"
+# Kinds of cell, in increasing precedence when two tables register one key.
+IMPLIED = 0  # never printed, but a reader may work it out by subtraction
+SHOWN = 1  # printed as a count, unless suppressed
+FIXED = 2  # printed and never suppressed: group sizes and the cohort size
+
+Key = tuple[tuple[str, Any], ...]
+Part = tuple[tuple[str, Any], ...]
+Line = tuple[Key, tuple[Key, ...]]
+
+
+def _cell_key(*parts: Part) -> Key:
+    """Return the key of the cell where the conditions of every part hold."""
+    return tuple(sorted(chain.from_iterable(parts), key=lambda pair: pair[0]))
+
+
+class _CountCell(NamedTuple):
+    """A printed count, rendered once suppression is settled, with its share of ``denominator``."""
+
+    key: Key
+    denominator: Key | None
+
+
+class _CellLedger:
+    """Every count the tables print or imply, and the sums that tie them together.
+
+    A line ``(total, members)`` states that the total cell is the sum of its
+    member cells.
+    """
+
+    def __init__(self, minimum: int) -> None:
+        self.minimum = int(minimum)
+        self.values: dict[Key, int] = {}
+        self.kinds: dict[Key, int] = {}
+        self.lines: dict[Line, None] = {}
+        # A known-label total is printed in effect whenever the recorded count
+        # of its column is printed with a percentage of known.
+        self.revealed_by: dict[Key, Key] = {}
+        self.hidden: set[Key] = set()
+
+    def add(self, key: Key, value: int, kind: int) -> None:
+        """Register a cell. A key registered twice keeps its highest kind."""
+        value = int(value)
+        if key in self.values:
+            if self.values[key] != value:
+                raise ValueError(
+                    f"Table 1 counts cell {key} as both {self.values[key]} and {value}. "
+                    "Build the group plans from the same cohort as the table."
+                )
+            self.kinds[key] = max(self.kinds[key], kind)
+            return
+        self.values[key] = value
+        self.kinds[key] = kind
+
+    def add_line(self, total: Key, members: Iterable[Key]) -> None:
+        """Register that ``total`` is the sum of ``members``."""
+        self.lines[(total, tuple(members))] = None
+
+    def is_published(self, key: Key) -> bool:
+        """Return whether a reader sees the value of ``key`` without subtracting."""
+        kind = self.kinds[key]
+        if kind == FIXED:
+            return True
+        if kind == SHOWN:
+            return key not in self.hidden
+        recorded = self.revealed_by.get(key)
+        return recorded is not None and self.is_published(recorded) and self.values[recorded] > 0
+
+    def is_protected(self, key: Key) -> bool:
+        """Return whether a reader must not work out ``key``: a suppressed cell or an implied small count."""
+        if key in self.hidden:
+            return True
+        return self.kinds[key] == IMPLIED and 0 < self.values[key] < self.minimum
+
+    def hideable(self, key: Key) -> Key | None:
+        """Return the printed cell to suppress so that ``key`` is no longer published, or None."""
+        if not self.is_published(key):
+            return None
+        if self.kinds[key] == SHOWN:
+            return key if self.values[key] > 0 else None
+        recorded = self.revealed_by.get(key)
+        return None if recorded is None else self.hideable(recorded)
+
+    def protect(self) -> list[set[Key]]:
+        """Suppress the small printed counts, then partners until no protected value can be worked out.
+
+        Returns, for each line that still gives something away because no
+        printed count is left to suppress, the fixed cells it relies on.
+        """
+        self.hidden = {k for k, kind in self.kinds.items() if kind == SHOWN and 0 < self.values[k] < self.minimum}
+        lines = list(self.lines)
+        lines_of: dict[Key, list[int]] = {}
+        for index, (total, members) in enumerate(lines):
+            for key in (total, *members):
+                lines_of.setdefault(key, []).append(index)
+        order = {key: position for position, key in enumerate(self.values)}
+        unresolved: set[int] = set()
+        stuck: list[set[Key]] = []
+        while True:
+            known, source, depth = _derive(self, lines, lines_of)
+            violations = [(used, i) for used, i in _violations(self, lines, known, source, depth) if i not in unresolved]
+            if not violations:
+                return stuck
+            stuck.extend(self._add_partners(violations, lines, lines_of, known, source, order, unresolved))
+
+    def _add_partners(
+        self,
+        violations: Sequence[tuple[int, int]],
+        lines: Sequence[Line],
+        lines_of: Mapping[Key, list[int]],
+        known: Mapping[Key, int],
+        source: Mapping[Key, int],
+        order: Mapping[Key, int],
+        unresolved: set[int],
+    ) -> list[set[Key]]:
+        """Suppress a partner for each of the shallowest ``violations``, returning the fixed cells of lines without one.
+
+        Handling several lines per pass saves derivations. A line that shares
+        a cell with the lines of a partner chosen in this pass waits for the
+        next pass, and a line without a partner joins ``unresolved``.
+        """
+        violating = {index for _, index in violations}
+        shallowest = violations[0][0]
+        touched: set[Key] = set()
+        stuck = []
+        for used, index in violations:
+            if used > shallowest:
+                break
+            total, members = lines[index]
+            if touched.intersection((total, *members)):
+                continue
+            candidates, visited = _search_back(lines, index, known, source, self.hideable)
+            if not candidates:
+                unresolved.add(index)
+                fixed, _ = _search_back(lines, index, known, source, lambda key: key if self.kinds[key] == FIXED else None)
+                stuck.append(fixed)
+                continue
+            others = violating - visited
+
+            def cost(key: Key) -> tuple[int, int, int]:
+                # A partner that also sits in another line giving something
+                # away serves both, and after that the smallest count goes.
+                return (-sum(1 for line in lines_of[key] if line in others), self.values[key], order[key])
+
+            partner = min(candidates, key=cost)
+            self.hidden.add(partner)
+            for line in lines_of[partner]:
+                touched.update((lines[line][0], *lines[line][1]))
+        return stuck
+
+
+def _search_back(
+    lines: Sequence[Line],
+    start: int,
+    known: Mapping[Key, int],
+    source: Mapping[Key, int],
+    pick: Callable[[Key], Key | None],
+) -> tuple[set[Key], set[int]]:
+    """Return the cells ``pick`` accepts in line ``start``, and the lines searched.
+
+    When that line contains none, every value it used came from other lines, so
+    the search moves back along the lines that revealed them.
+    """
+    visited = {start}
+    frontier = [start]
+    while frontier:
+        found = set()
+        for index in frontier:
+            total, members = lines[index]
+            for key in (total, *members):
+                picked = pick(key)
+                if picked is not None:
+                    found.add(picked)
+        if found:
+            return found, visited
+        earlier = set()
+        for index in frontier:
+            total, members = lines[index]
+            for key in (total, *members):
+                if key in known and key in source and source[key] not in visited:
+                    earlier.add(source[key])
+        visited |= earlier
+        frontier = sorted(earlier)
+    return set(), visited
+
+
+def _derive(
+    ledger: _CellLedger, lines: Sequence[Line], lines_of: Mapping[Key, list[int]]
+) -> tuple[dict[Key, int], dict[Key, int], dict[Key, int]]:
+    """Return the values a reader can work out, the line that gave each one not published, and its depth.
+
+    A line gives its last unknown member when its total is known, all its
+    unknown members when its known members already reach the total (they are
+    0), and its total when every member is known. A published value has depth
+    0, and a worked-out one has one more than the deepest value it used.
+    """
+    known = {key: value for key, value in ledger.values.items() if ledger.is_published(key)}
+    source: dict[Key, int] = {}
+    depth = dict.fromkeys(known, 0)
+    pending = deque(range(len(lines)))
+    queued = set(pending)
+    while pending:
+        index = pending.popleft()
+        queued.discard(index)
+        total, members = lines[index]
+        unknown = [m for m in members if m not in known]
+        found: list[Key] = []
+        if total in known:
+            remainder = known[total] - sum(known[m] for m in members if m in known)
+            if len(unknown) == 1 or (unknown and remainder == 0):
+                found = unknown
+        elif not unknown:
+            found = [total]
+        if not found:
+            continue
+        used = 1 + max((depth[key] for key in (total, *members) if key in known), default=0)
+        for key in found:
+            known[key] = ledger.values[key]
+            source[key] = index
+            depth[key] = used
+            for other in lines_of[key]:
+                if other not in queued:
+                    pending.append(other)
+                    queued.add(other)
+    return known, source, depth
+
+
+def _violations(
+    ledger: _CellLedger,
+    lines: Sequence[Line],
+    known: Mapping[Key, int],
+    source: Mapping[Key, int],
+    depth: Mapping[Key, int],
+) -> list[tuple[int, int]]:
+    """Return ``(depth, line)`` for each line that reveals a protected value or leaves a small hidden sum.
+
+    A small hidden sum is hidden cells adding up to 1 to ``minimum - 1``. The
+    depth is that of the deepest worked-out value the line uses, and the
+    shallowest lines come first, because a partner there also stops the later
+    lines that build on what they reveal.
+    """
+    found = []
+    for index, (total, members) in enumerate(lines):
+        cells = (total, *members)
+        revealing = False
+        if total in known:
+            unknown = [m for m in members if m not in known]
+            remainder = known[total] - sum(known[m] for m in members if m in known)
+            revealing = bool(unknown) and 0 < remainder < ledger.minimum
+        if not revealing:
+            revealing = any(source.get(key) == index and ledger.is_protected(key) for key in cells)
+        if revealing:
+            used = max((depth[key] for key in cells if key in known and source.get(key) != index), default=0)
+            found.append((used, index))
+    return sorted(found)
+
+
+def _shown_values(counts: Mapping[str, int], candidates: Sequence[str], minimum: int) -> list[str]:
+    """Return the candidates to show: each reportable, leaving out none or at least ``minimum`` patients."""
+    shown = [value for value in candidates if is_reportable(counts.get(value, 0), minimum)]
+    left_out = sum(counts.values()) - sum(counts[value] for value in shown)
+    if 0 < left_out < minimum and shown:
+        # The left-out patients would be all patients minus the shown ones.
+        shown.remove(min(shown, key=lambda value: counts[value]))
+    return shown
+
+
+def _category_values(cohort: pd.DataFrame, column: str) -> pd.Series:
+    series = cohort[column]
+    if pd.api.types.is_numeric_dtype(series):
+        return pd.to_numeric(series, errors="coerce").astype("Int64").astype("string").fillna(UNKNOWN)
+    return series.astype("string").fillna(UNKNOWN)
+
+
+def _row_variables(cohort: pd.DataFrame, contract: Contract) -> list[tuple[str, str]]:
+    """Return ``(role, column)`` for each demographic and social category or integer column in the cohort."""
+    found = []
+    for role in ("demographic", "social"):
+        for column in contract.names(role):
+            if column in cohort.columns and contract.column(column).dtype in ("category", "integer"):
+                found.append((role, column))
+    return found
+
+
+def _row_order(values: pd.Series, contract: Contract, column: str) -> list[str]:
+    """Return the observed values of ``column``: contract categories first, then others, then ``unknown``."""
+    observed = set(values.unique())
+    spec = contract.column(column)
+    listed = list(spec.categories) if spec.dtype == "category" else []
+    order = listed + sorted(observed - set(listed) - {UNKNOWN})
+    if UNKNOWN not in order:
+        order.append(UNKNOWN)
+    return [value for value in order if value in observed]
+
+
+def _value_counts(values: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in values.value_counts(dropna=False).items()}
+
+
+def _components(plan: AttributeGroups, group: str) -> list[tuple[str, str]] | None:
+    """Return ``(column, value)`` for each part of an intersection group, or None for a single attribute."""
+    values = group.split(GROUP_SEPARATOR)
+    if len(plan.columns) < 2 or len(values) != len(plan.columns):
+        return None
+    return list(zip(plan.columns, values))
+
+
+def _shown_by_variable(
+    cohort: pd.DataFrame, contract: Contract, plans: Mapping[str, AttributeGroups], minimum: int
+) -> dict[str, list[str]]:
+    """Return the values each variable shows, as columns of its own table and as rows of the others.
+
+    An intersection shows only groups whose parts are all shown, where the
+    parts' variables are known, so that its cells are cells of the two-way
+    tables too.
+    """
+    shown_by_variable: dict[str, list[str]] = {}
+    for attribute, plan in plans.items():
+        if len(plan.columns) < 2:
+            shown_by_variable[attribute] = _shown_values(_value_counts(plan.values), plan.reportable, minimum)
+    for _, column in _row_variables(cohort, contract):
+        if column not in shown_by_variable:
+            values = _category_values(cohort, column)
+            shown_by_variable[column] = _shown_values(_value_counts(values), _row_order(values, contract, column), minimum)
+    for attribute, plan in plans.items():
+        if len(plan.columns) >= 2:
+            candidates = list(plan.reportable)
+            if all(column in shown_by_variable for column in plan.columns):
+                candidates = [group for group in candidates if _parts_shown(plan, group, shown_by_variable)]
+            shown_by_variable[attribute] = _shown_values(_value_counts(plan.values), candidates, minimum)
+    return shown_by_variable
+
+
+def _parts_shown(plan: AttributeGroups, group: str, shown_by_variable: Mapping[str, list[str]]) -> bool:
+    """Return whether ``group`` is an intersection group whose every part is a shown value of its variable."""
+    components = _components(plan, group)
+    return components is not None and all(value in shown_by_variable.get(column, ()) for column, value in components)
+
+
+def _group_part(plan: AttributeGroups, group: str, shown_by_variable: Mapping[str, list[str]]) -> Part:
+    """Return the key part of a group. An intersection group whose parts are all shown shares the two-way cells' keys."""
+    if _parts_shown(plan, group, shown_by_variable):
+        return tuple(_components(plan, group))
+    return ((plan.attribute, group),)
+
+
+def _codes(values: np.ndarray, categories: Sequence[str]) -> np.ndarray:
+    """Return each value's position in ``categories``, or ``len(categories)`` for a value left out."""
+    codes = pd.Index(list(categories), dtype=object).get_indexer(values).astype(np.int64)
+    return np.where(codes < 0, len(categories), codes)
+
+
+def _crosstab(row_codes: np.ndarray, n_rows: int, column_codes: np.ndarray, n_columns: int) -> np.ndarray:
+    flat = np.bincount(row_codes * n_columns + column_codes, minlength=n_rows * n_columns)
+    return flat.reshape(n_rows, n_columns)
+
+
+class _TableGrid:
+    """The columns of one table as cell-key parts: all patients, the shown groups, the groups left out."""
+
+    def __init__(self, plan: AttributeGroups, groups: list[str], shown_by_variable: Mapping[str, list[str]]) -> None:
+        values = plan.values.to_numpy(dtype=object)
+        self.groups = groups
+        self.codes = _codes(values, groups)
+        self.sizes = np.bincount(self.codes, minlength=len(groups) + 1)
+        self.has_left_out = bool(self.sizes[-1])
+        self.parts: list[Part] = [()] + [_group_part(plan, g, shown_by_variable) for g in groups]
+        if self.has_left_out:
+            self.parts.append(((plan.attribute, NOT_SHOWN),))
+        self.printed = len(groups) + 1
+        self.masks = [np.ones(len(values), dtype=bool)] + [self.codes == i for i in range(len(groups))]
+
+    def register_sizes(self, ledger: _CellLedger) -> list[_CountCell]:
+        """Register the cohort and group sizes and return the 'patients, n' cells."""
+        sizes = [int(self.sizes.sum()), *(int(s) for s in self.sizes)]
+        for index, part in enumerate(self.parts):
+            ledger.add(_cell_key(part), sizes[index], FIXED if index < self.printed else IMPLIED)
+        ledger.add_line(_cell_key(), [_cell_key(part) for part in self.parts[1:]])
+        return [_CountCell(_cell_key(part), None) for part in self.parts[: self.printed]]
+
+    def register_rows(
+        self,
+        ledger: _CellLedger,
+        row_parts: Sequence[Part],
+        row_printed: Sequence[bool],
+        counts: np.ndarray,
+        column_sums: bool = True,
+    ) -> None:
+        """Register the cells of some rows and their row sums.
+
+        ``counts`` has one row per row part and one column per group code.
+        With ``column_sums``, the rows partition the cohort, so each column's
+        size is registered as the sum of its cells too.
+        """
+        counts = np.column_stack([counts.sum(axis=1), counts[:, : len(self.parts) - 1]])
+        for r, row_part in enumerate(row_parts):
+            for c, column_part in enumerate(self.parts):
+                kind = SHOWN if row_printed[r] and c < self.printed else IMPLIED
+                ledger.add(_cell_key(column_part, row_part), int(counts[r, c]), kind)
+            ledger.add_line(_cell_key(row_part), [_cell_key(part, row_part) for part in self.parts[1:]])
+        if column_sums:
+            for column_part in self.parts:
+                ledger.add_line(_cell_key(column_part), [_cell_key(column_part, part) for part in row_parts])
+
+
+def _add_category_rows(
+    grid: _TableGrid, ledger: _CellLedger, column: str, values: pd.Series, order: list[str], shown_values: list[str]
+) -> tuple[list[tuple[str, list[_CountCell]]], int]:
+    """Register one category variable and return its printed rows and the number of categories left out."""
+    row_values = [value for value in order if value in shown_values]
+    row_codes = _codes(values.to_numpy(dtype=object), row_values)
+    counts = _crosstab(row_codes, len(row_values) + 1, grid.codes, len(grid.groups) + 1)
+    row_parts: list[Part] = [((column, value),) for value in row_values]
+    row_printed = [True] * len(row_values)
+    if counts[-1].sum():
+        row_parts.append(((column, NOT_SHOWN),))
+        row_printed.append(False)
+    grid.register_rows(ledger, row_parts, row_printed, counts[: len(row_parts)])
+    rows = []
+    for value, row_part in zip(row_values, row_parts):
+        cells = [_CountCell(_cell_key(part, row_part), _cell_key(part)) for part in grid.parts[: grid.printed]]
+        rows.append((f"{column}: {value}, n (%)", cells))
+    left_out = sum(1 for value in order if value not in shown_values)
+    return rows, left_out
+
+
+def _add_label_row(grid: _TableGrid, ledger: _CellLedger, label: str, y: np.ndarray) -> list[_CountCell]:
+    """Register one label's recorded, not recorded, unknown and known counts and return the printed cells."""
+    known = np.isfinite(y)
+    # Each patient's row in ``parts`` below: recorded, not recorded or unknown.
+    state = np.where(~known, 2, np.where(y == 1, 0, 1))
+    counts = _crosstab(state, 3, grid.codes, len(grid.groups) + 1)
+    parts: list[Part] = [((label, RECORDED),), ((label, NOT_RECORDED),), ((label, LABEL_UNKNOWN),)]
+    grid.register_rows(ledger, parts, [True, False, False], counts)
+
+    known_part: Part = ((label, LABEL_KNOWN),)
+    grid.register_rows(ledger, [known_part], [False], counts[:2].sum(axis=0, keepdims=True), column_sums=False)
+    for index, part in enumerate(grid.parts):
+        ledger.add_line(_cell_key(part, known_part), [_cell_key(part, parts[0]), _cell_key(part, parts[1])])
+        ledger.add_line(_cell_key(part), [_cell_key(part, known_part), _cell_key(part, parts[2])])
+        if index < grid.printed:
+            ledger.revealed_by[_cell_key(part, known_part)] = _cell_key(part, parts[0])
+    return [_CountCell(_cell_key(part, parts[0]), _cell_key(part, known_part)) for part in grid.parts[: grid.printed]]
 
 
 def _median_cell(values: pd.Series, minimum: int, digits: int = 1) -> str:
@@ -44,11 +540,167 @@ def _median_cell(values: pd.Series, minimum: int, digits: int = 1) -> str:
     return f"{median:.{digits}f} [{q1:.{digits}f}-{q3:.{digits}f}]"
 
 
-def _category_values(cohort: pd.DataFrame, column: str) -> pd.Series:
-    series = cohort[column]
-    if pd.api.types.is_numeric_dtype(series):
-        return pd.to_numeric(series, errors="coerce").astype("Int64").astype("string").fillna(UNKNOWN)
-    return series.astype("string").fillna(UNKNOWN)
+def _count_text(count: int, total: int) -> str:
+    share = 100.0 * count / total if total else float("nan")
+    return f"{count:,} ({share:.1f}%)" if np.isfinite(share) else f"{count:,}"
+
+
+def _layout(
+    cohort: pd.DataFrame,
+    contract: Contract,
+    plan: AttributeGroups,
+    shown_by_variable: Mapping[str, list[str]],
+    ledger: _CellLedger,
+    minimum: int,
+) -> dict[str, Any]:
+    """Register one table's counts in ``ledger`` and return the table with count cells still unrendered."""
+    grid = _TableGrid(plan, shown_by_variable[plan.attribute], shown_by_variable)
+    rows: list[dict[str, Any]] = []
+    suppressed_rows = 0
+
+    def add(section: str, variable: str, cells: list[Any]) -> None:
+        rows.append({"section": section, "variable": variable, "cells": cells})
+
+    add("cohort", "patients, n", grid.register_sizes(ledger))
+    if "age" in cohort.columns:
+        add("demographic", "age, years, median [IQR]", [_median_cell(cohort["age"][m], minimum) for m in grid.masks])
+
+    own_columns = set(plan.columns) | ({"age"} if AGE_BAND in plan.columns else set())
+    for role, column in _row_variables(cohort, contract):
+        if column in own_columns:
+            continue
+        values = _category_values(cohort, column)
+        order = _row_order(values, contract, column)
+        category_rows, left_out = _add_category_rows(grid, ledger, column, values, order, shown_by_variable[column])
+        suppressed_rows += left_out
+        for variable, cells in category_rows:
+            add(role, variable, cells)
+
+    for lab in contract.labs:
+        if lab not in cohort.columns:
+            continue
+        unit = contract.column(lab).unit or ""
+        add("lab", f"{lab}, {unit}, median [IQR]", [_median_cell(cohort[lab][m], minimum, digits=2) for m in grid.masks])
+
+    for label in contract.labels:
+        if label not in cohort.columns:
+            continue
+        y = pd.to_numeric(cohort[label], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        add("label", f"{label}: recorded, n (% of known)", _add_label_row(grid, ledger, label, y))
+
+    return {
+        "attribute": plan.attribute,
+        "columns": [ALL, *grid.groups],
+        "rows": rows,
+        "suppressed_rows": suppressed_rows,
+        "suppressed_groups": plan.n_suppressed + len(plan.reportable) - len(grid.groups),
+    }
+
+
+def _render(table: dict[str, Any], ledger: _CellLedger) -> dict[str, Any]:
+    """Replace each count cell of ``table`` with its text: the count and share, or 'suppressed'."""
+    rows = []
+    for row in table["rows"]:
+        cells = []
+        for cell in row["cells"]:
+            if not isinstance(cell, _CountCell):
+                cells.append(cell)
+            elif cell.key in ledger.hidden:
+                cells.append(SUPPRESSED)
+            else:
+                total = ledger.values[cell.denominator] if cell.denominator is not None else 0
+                cells.append(_count_text(ledger.values[cell.key], total))
+        rows.append({**row, "cells": cells})
+    return {**table, "rows": rows}
+
+
+def _build_tables(
+    cohort: pd.DataFrame,
+    contract: Contract,
+    plans: Mapping[str, AttributeGroups],
+    attributes: Sequence[str],
+    minimum: int,
+) -> dict[str, dict[str, Any]]:
+    """Build Table 1 for each of ``attributes``, with suppression complementary across all of them.
+
+    Parameters
+    ----------
+    cohort : DataFrame
+        The audited cohort, one row per patient.
+    contract : Contract
+        Data contract naming the demographic, social, lab and label columns.
+    plans : mapping
+        Groups of every sensitive attribute, from
+        :func:`hivcomorb.audit.groups.plan_groups`. Those not in
+        ``attributes`` set which categories their rows show.
+    attributes : sequence of str
+        Attributes to build a table for, each a key of ``plans``.
+    minimum : int
+        Smallest reportable count, in patients.
+
+    Returns
+    -------
+    dict
+        One table per attribute, as returned by :func:`cohort_table`.
+    """
+    shown_by_variable = _shown_by_variable(cohort, contract, plans, minimum)
+    dropped = 0
+    while True:
+        ledger = _CellLedger(minimum)
+        layouts = {
+            attribute: _layout(cohort, contract, plans[attribute], shown_by_variable, ledger, minimum) for attribute in attributes
+        }
+        stuck = ledger.protect()
+        if not _drop_intersection_group(stuck, plans, attributes, shown_by_variable, ledger):
+            break
+        dropped += 1
+    if dropped:
+        logger.info("Table 1: %d intersection group(s) left out because their sizes give away a small count", dropped)
+    if stuck:
+        # NOTE: these lines rely only on group sizes or the cohort size, which
+        # are never suppressed, as when the cohort has fewer than ``minimum``
+        # patients. The counts they give away stay printed.
+        logger.warning("Table 1: %d sum(s) reveal a small count that no further suppression can hide", len(stuck))
+    hidden_primary = sum(1 for key in ledger.hidden if ledger.values[key] < minimum)
+    logger.info(
+        "Table 1: %d count cell(s) suppressed, %d of them to stop subtraction",
+        len(ledger.hidden),
+        len(ledger.hidden) - hidden_primary,
+    )
+    return {attribute: _render(layout, ledger) for attribute, layout in layouts.items()}
+
+
+def _drop_intersection_group(
+    stuck: Sequence[set[Key]],
+    plans: Mapping[str, AttributeGroups],
+    attributes: Sequence[str],
+    shown_by_variable: dict[str, list[str]],
+    ledger: _CellLedger,
+) -> bool:
+    """Remove from ``shown_by_variable`` one intersection group behind the stuck lines and return whether one went.
+
+    An intersection table prints the size of each of its groups, and that
+    size is a cell of the two-way tables, which suppression never hides. The
+    group behind the most stuck lines goes, the smallest first. Only one goes
+    per call, because a line can be stuck only through another stuck line.
+    """
+    group_of_key = {}
+    for attribute in attributes:
+        plan = plans[attribute]
+        if len(plan.columns) >= 2:
+            for group in shown_by_variable[attribute]:
+                group_of_key[_cell_key(_group_part(plan, group, shown_by_variable))] = (attribute, group)
+    lines_behind: dict[Key, int] = {}
+    for keys in stuck:
+        for key in keys:
+            if key in group_of_key:
+                lines_behind[key] = lines_behind.get(key, 0) + 1
+    if not lines_behind:
+        return False
+    key = min(lines_behind, key=lambda key: (-lines_behind[key], ledger.values[key], str(key)))
+    attribute, group = group_of_key[key]
+    shown_by_variable[attribute].remove(group)
+    return True
 
 
 def cohort_table(
@@ -57,98 +709,18 @@ def cohort_table(
     plan: AttributeGroups,
     minimum: int,
 ) -> dict[str, Any]:
-    """Build Table 1 for one attribute.
+    """Build Table 1 for one attribute, with suppression complementary within this table only.
 
     Returns
     -------
     dict
         ``columns`` (group names, all patients first), ``rows`` (each a
-        ``variable``, its ``section`` and one display string per column) and
-        ``suppressed_rows``, the number of category rows left out because the
-        category is below the disclosure minimum in the whole cohort.
+        ``variable``, its ``section`` and one display string per column),
+        ``suppressed_rows``, the number of categories left out of the rows,
+        and ``suppressed_groups``, the number of groups left out of the
+        columns.
     """
-    values = plan.values.to_numpy(dtype=object)
-    groups = list(plan.reportable)
-    sizes = {g: int((values == g).sum()) for g in groups}
-    left_out = len(cohort) - sum(sizes.values())
-    extra_hidden = 0
-    if 0 < left_out < minimum and groups:
-        # The left-out groups' total would be all patients minus the shown groups.
-        groups.remove(min(groups, key=lambda g: sizes[g]))
-        extra_hidden = 1
-    masks = {ALL: np.ones(len(cohort), dtype=bool)}
-    masks.update({g: values == g for g in groups})
-    rows: list[dict[str, Any]] = []
-    suppressed_rows = 0
-
-    def add(section: str, variable: str, cells: list[str]) -> None:
-        rows.append({"section": section, "variable": variable, "cells": cells})
-
-    def add_counts(section: str, variable: str, counts: list[int], totals: list[int]) -> None:
-        cells = [_count_cell(c, t, minimum) for c, t in zip(counts, totals)]
-        group_cells = range(1, len(cells))
-        hidden = [i for i in group_cells if cells[i] == SUPPRESSED]
-        if len(hidden) == 1:
-            candidates = [i for i in group_cells if cells[i] != SUPPRESSED and counts[i] > 0]
-            partner = min(candidates, key=lambda i: counts[i]) if candidates else 0
-            cells[partner] = SUPPRESSED
-        add(section, variable, cells)
-
-    add("cohort", "patients, n", [f"{int(m.sum()):,}" for m in masks.values()])
-    if "age" in cohort.columns:
-        add("demographic", "age, years, median [IQR]", [_median_cell(cohort["age"][m], minimum) for m in masks.values()])
-
-    own_columns = set(plan.columns) | ({"age"} if AGE_BAND in plan.columns else set())
-    for role in ("demographic", "social"):
-        for column in contract.names(role):
-            if column not in cohort.columns or column in own_columns:
-                continue
-            spec = contract.column(column)
-            if spec.dtype not in ("category", "integer"):
-                continue
-            categories = _category_values(cohort, column)
-            order = list(spec.categories) if spec.dtype == "category" else sorted(c for c in categories.unique() if c != UNKNOWN)
-            if spec.dtype != "category":
-                order.append(UNKNOWN)
-            for category in order:
-                in_category = (categories == category).to_numpy()
-                total = int(in_category.sum())
-                if total == 0:
-                    continue
-                if not is_reportable(total, minimum):
-                    suppressed_rows += 1
-                    continue
-                add_counts(
-                    role,
-                    f"{column}: {category}, n (%)",
-                    [int((in_category & m).sum()) for m in masks.values()],
-                    [int(m.sum()) for m in masks.values()],
-                )
-
-    for lab in contract.labs:
-        if lab not in cohort.columns:
-            continue
-        unit = contract.column(lab).unit or ""
-        add("lab", f"{lab}, {unit}, median [IQR]", [_median_cell(cohort[lab][m], minimum, digits=2) for m in masks.values()])
-
-    for label in contract.labels:
-        if label not in cohort.columns:
-            continue
-        y = pd.to_numeric(cohort[label], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        counts, totals = [], []
-        for m in masks.values():
-            known = m & np.isfinite(y)
-            counts.append(int((y[known] == 1).sum()))
-            totals.append(int(known.sum()))
-        add_counts("label", f"{label}: recorded, n (% of known)", counts, totals)
-
-    return {
-        "attribute": plan.attribute,
-        "columns": list(masks),
-        "rows": rows,
-        "suppressed_rows": suppressed_rows,
-        "suppressed_groups": plan.n_suppressed + extra_hidden,
-    }
+    return _build_tables(cohort, contract, {plan.attribute: plan}, [plan.attribute], minimum)[plan.attribute]
 
 
 def cohort_tables(
@@ -158,6 +730,9 @@ def cohort_tables(
     config: Mapping[str, Any],
     minimum: int,
 ) -> dict[str, Any]:
-    """Build Table 1 for every attribute in ``audit.cohort_table.by`` present in the cohort."""
+    """Build Table 1 for every attribute in ``audit.cohort_table.by`` present in the cohort.
+
+    Suppression is complementary across the tables, which share margins.
+    """
     requested = nested_get(config, "audit.cohort_table.by", []) or []
-    return {a: cohort_table(cohort, contract, plans[a], minimum) for a in requested if a in plans}
+    return _build_tables(cohort, contract, plans, [a for a in requested if a in plans], minimum)
