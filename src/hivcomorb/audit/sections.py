@@ -57,8 +57,10 @@ def cohort_section(audit: Mapping[str, Any]) -> str:
     body = [
         htmlkit.paragraph(
             f"Patients of the audited cohort by group. Groups and categories with fewer than {minimum} patients are "
-            "not shown, and cells counting fewer than that read 'suppressed'. Lab values are in the contract's "
-            "canonical units; label percentages are of the patients whose label is known."
+            "not shown, and cells counting fewer than that read 'suppressed'. Some larger cells read 'suppressed' too, "
+            "so that no hidden count can be worked out by subtracting shown cells from a shown total, in this table "
+            "or in another. Lab values are in the contract's canonical units; label percentages are of the patients "
+            "whose label is known."
         )
     ]
     for attribute, table in tables.items():
