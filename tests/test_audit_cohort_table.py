@@ -60,7 +60,7 @@ def as_categories(series: pd.Series) -> pd.Series:
 
 
 class Reader:
-    """What a reader of one table sees and which sums tie its cells together.
+    """The cells a reader of one table can read, and which sums tie its cells together.
 
     Cells are ``(row, column)`` pairs. The groups a table leaves out form one
     hidden column, and the categories it leaves out form one hidden row per

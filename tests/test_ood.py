@@ -60,7 +60,8 @@ def test_unusual_combination_in_range_is_flagged_and_named():
     odd["creatinine"] = np.float32(np.quantile(train["creatinine"], 0.97))
     odd["egfr"] = np.float32(np.quantile(train["egfr"], 0.97))
     for column in ("creatinine", "egfr"):
-        assert train[column].min() < odd[column].min() and odd[column].max() < train[column].max()
+        assert train[column].min() < odd[column].min()
+        assert odd[column].max() < train[column].max()
     scores, flags = detector.is_outlier(odd)
     assert flags.all()
     texts = detector.describe(odd, scores)
@@ -85,7 +86,8 @@ def test_isolation_forest_remains_available():
     detector = OutOfDistributionDetector.fit(train, method="isolation_forest", n_estimators=20, seed=0)
     assert detector.method == "isolation_forest"
     scores, flags = detector.is_outlier(train.head(10))
-    assert scores.shape == (10,) and flags.dtype == bool
+    assert scores.shape == (10,)
+    assert flags.dtype == bool
     assert detector.describe(train.head(2), scores[:2]) == [f"unlike the training cohort (isolation score below {detector.threshold:.3f})"] * 2
 
 

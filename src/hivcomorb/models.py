@@ -191,6 +191,18 @@ def signed_log(values: np.ndarray) -> np.ndarray:
     return np.sign(values) * np.log1p(np.abs(values))
 
 
+def zero_missing(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Set the NaN cells of ``values`` to 0 in place and return the mask of where they were.
+
+    NumPy's log1p takes a slow path on NaN, so callers that replace missing
+    values anyway fill them before :func:`signed_log_in_place`, whose result
+    for 0 is 0. ``mask``, a boolean array of the same shape, receives the mask when given.
+    """
+    missing = np.isnan(values, out=mask)
+    np.copyto(values, values.dtype.type(0), where=missing)
+    return missing
+
+
 def signed_log_in_place(values: np.ndarray, work: np.ndarray | None = None) -> np.ndarray:
     """Replace ``values`` (float, without NaN) by :func:`signed_log` of them, with one temporary array instead of three.
 

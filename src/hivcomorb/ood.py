@@ -8,7 +8,7 @@ Mahalanobis distance under a Ledoit-Wolf shrunk covariance
 (:class:`sklearn.covariance.LedoitWolf`). Shrinkage keeps the covariance
 invertible with a few thousand training rows.
 
-The distance sees how columns move together, so it flags a patient whose
+The distance accounts for how columns move together, so it flags a patient whose
 labs are each in range but whose combination is unusual: a creatinine that
 does not fit the eGFR, or one lab reported in another unit. In one
 measurement on the synthetic cohort (5,000 typical rows against 5,000
@@ -26,7 +26,7 @@ import warnings
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from hivcomorb.models import signed_log_in_place
+from hivcomorb.models import signed_log_in_place, zero_missing
 from hivcomorb.scratch import Scratch
 
 __all__ = ["SignedLogMahalanobis"]
@@ -100,8 +100,7 @@ class SignedLogMahalanobis(BaseEstimator):
         shape = (n_rows, n_columns)
         block = _SCRATCH.get("block", shape, np.float32)
         np.copyto(block, values)
-        missing = np.isnan(block, out=_SCRATCH.get("missing", shape, bool))
-        np.copyto(block, np.float32(0.0), where=missing)
+        missing = zero_missing(block, _SCRATCH.get("missing", shape, bool))
         signed_log_in_place(block, _SCRATCH.get("magnitude", shape, np.float32))
         centred = _SCRATCH.get("centred", (n_rows, n_columns + len(self.indicated_)), np.float64)
         imputed = centred[:, :n_columns]
@@ -130,7 +129,6 @@ class SignedLogMahalanobis(BaseEstimator):
 
 def _signed_log(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return the signed log of ``X`` in float64, with 0 where a value is missing, and the missing mask."""
-    values = np.asarray(X, dtype=np.float32)
-    missing = np.isnan(values)
-    # NumPy's log1p takes a slow path on NaN, so missing values become 0 first.
-    return signed_log_in_place(np.where(missing, np.float32(0.0), values)).astype(np.float64), missing
+    values = np.array(X, dtype=np.float32)
+    missing = zero_missing(values)
+    return signed_log_in_place(values).astype(np.float64), missing

@@ -271,7 +271,7 @@ class OutOfDistributionDetector:
     ``mahalanobis`` (default)
         :class:`hivcomorb.ood.SignedLogMahalanobis`: distance from the
         training centre under a shrunk covariance of signed-log, imputed and
-        standardised features. It sees unusual combinations of labs that are
+        standardised features. It detects unusual combinations of labs that are
         each in range, names the columns that add most to the distance, and
         costs one matrix product per row.
     ``isolation_forest``
@@ -400,7 +400,7 @@ class OutOfDistributionDetector:
         texts = []
         for row, (score, positions) in enumerate(zip(scores, columns)):
             # A missing lab adds to the distance through its missing indicator and its imputed median,
-            # so the text says that it is missing rather than naming it as if its value were unusual.
+            # so the text names it as missing, not as if its value were unusual.
             named = ", ".join(self.feature_names[p] + (" missing" if missing[row, p] else "") for p in positions if p >= 0)
             unusual = f"; most unusual: {named}" if named else ""
             distance, threshold = _distinct_texts(-float(score), -self.threshold)

@@ -2,7 +2,8 @@
 
 Scoring runs the same array arithmetic on every chunk of an extract. A fresh
 array of tens of megabytes for each step costs the kernel's page faults
-every time, which on the development machine took as long as the arithmetic.
+every time. In one measurement on the development machine they took about as
+long as the arithmetic.
 :class:`Scratch` hands back the same memory instead.
 """
 

@@ -189,17 +189,15 @@ class LinearLabels:
         return self._fold(values)
 
     def _fold(self, values: np.ndarray) -> dict[str, np.ndarray]:
-        from hivcomorb.models import signed_log_in_place
+        from hivcomorb.models import signed_log_in_place, zero_missing
 
         out: dict[str, np.ndarray] = {}
         n_rows = len(values)
         for group, log, used, weights, missing_weights, constant in self._groups:
             shape = (n_rows, len(used))
             block = np.take(values, used, axis=1, out=_SCRATCH.get("block", shape, np.float32))
-            missing = np.isnan(block, out=_SCRATCH.get("missing", shape, bool))
-            # Missing values read as 0 before the log, whose result is then 0 too. NumPy's
-            # log1p takes a slow path on NaN, so filling first also saves most of its time.
-            np.copyto(block, np.float32(0.0), where=missing)
+            # Missing values read as 0, and their terms come from missing_weights instead.
+            missing = zero_missing(block, _SCRATCH.get("missing", shape, bool))
             if log:
                 # In float32, as the pipeline's FunctionTransformer computes it.
                 signed_log_in_place(block, _SCRATCH.get("magnitude", shape, np.float32))

@@ -151,8 +151,8 @@ class ScoreCounts:
             "rows_quarantined": self.rows_quarantined,
             "reconciled": self.reconciles(),
             "quarantine_rules": dict(self.quarantine_rules),
-            # Flag counts follow the same small-cell rule as the group counts; the reconciliation
-            # counts above are published as they are, because every row must be accounted for.
+            # Flag counts follow the small-cell rule of the group counts. The reconciliation counts
+            # above are published in full, because every row must be accounted for.
             "flagged": {label: reportable_count(self.flagged[label], self.rows_scored, minimum) for label in self.labels},
             "out_of_distribution": {
                 "rows": reportable_count(self.ood_rows, self.rows_scored, minimum),
