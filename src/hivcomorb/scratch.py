@@ -3,8 +3,7 @@
 Scoring runs the same array arithmetic on every chunk of an extract. A fresh
 array of tens of megabytes for each step costs the kernel's page faults
 every time. In one measurement on the development machine they took about as
-long as the arithmetic.
-:class:`Scratch` hands back the same memory instead.
+long as the arithmetic. :class:`Scratch` hands back the same memory instead.
 """
 
 from __future__ import annotations
