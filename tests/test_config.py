@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hivcomorb.config import deep_merge, load_config, nested_get
+from hivcomorb.config import deep_merge, load_config, nested_get, share_or_none
 from hivcomorb.errors import ConfigError
 
 
@@ -89,3 +89,14 @@ def test_context_ignores_unreadable_mapping(tmp_path):
 
     ctx = RunContext.from_config(load_config("demo", {"ingest": {"mapping": str(tmp_path / "absent.yaml")}}))
     assert ctx.contract == load_contract()
+
+
+@pytest.mark.parametrize("value", [True, -0.1, 1.5, "half", float("nan"), [0.5]])
+def test_share_setting_rejects_invalid(value: object) -> None:
+    with pytest.raises(ConfigError, match="ingest.max_quarantined_share must be a number between 0 and 1"):
+        share_or_none(value, "ingest.max_quarantined_share")
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, None), (0, 0.0), ("0.3", 0.3), (1, 1.0)])
+def test_share_setting_reads_valid(value: object, expected: float | None) -> None:
+    assert share_or_none(value, "score.max_quarantined_share") == expected

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import re
 
 import mlflow
 import pandas as pd
 import pytest
 
+from hivcomorb import cli
 from hivcomorb.cli import configure_logging
 from hivcomorb.config import load_config
 from hivcomorb.context import RunContext
 from hivcomorb.errors import ConfigError, ExtractError
 from hivcomorb.ingest import register_cli, report_section
-from hivcomorb.ingest.stage import OUTPUT_FILES
-from hivcomorb.pipeline import run_single_stage
+from hivcomorb.ingest.stage import OUTPUT_FILES, quarantine_limit
+from hivcomorb.pipeline import run_pipeline, run_single_stage
+from hivcomorb.score import EXIT_TOO_MANY_QUARANTINED
 
 EXTRACT = (
     "MRN;Age;Sex;Hb;VL;HTN\r\n"
@@ -180,7 +184,8 @@ def test_stage_report_section_before_run(make_context):
 def test_cli_standalone_ingest(module_store, tmp_path, capsys):
     extract, mapping = write_site_files(tmp_path)
     out = tmp_path / "standalone"
-    status = main(["ingest", str(extract), "--mapping", str(mapping), "--out", str(out), "--delimiter", ";", "--encoding", "cp1252"])
+    options = ["--delimiter", ";", "--encoding", "cp1252", "--max-quarantined-share", "0.8"]
+    status = main(["ingest", str(extract), "--mapping", str(mapping), "--out", str(out), *options])
     assert status == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
     assert "read 5 = kept 2 + quarantined 3" in capsys.readouterr().out
@@ -190,8 +195,145 @@ def test_cli_help_documents_mapping_and_outputs(capsys):
     with pytest.raises(SystemExit):
         main(["ingest", "--help"])
     text = capsys.readouterr().out
-    for phrase in ("--mapping FILE", "--sheet NAME", "--encoding ENC", "--delimiter CHAR", "--out DIR", "id_column", "quarantine.csv", "validation.html"):
+    phrases = (
+        "--mapping FILE", "--sheet NAME", "--encoding ENC", "--delimiter CHAR", "--out DIR", "--max-quarantined-share SHARE",
+        "id_column", "quarantine.csv", "validation.html", "exit status:",
+    )
+    for phrase in phrases:
         assert phrase in text
+
+
+# The test extract quarantines rows 3, 4 and 5 of 5, more than the default limit of 25%.
+TOO_MANY_QUARANTINED = "3 of 5 rows (60.0%) were quarantined, more than ingest.max_quarantined_share (25%)"
+PATIENT_ID_PATTERN = re.compile(r"\bp[1-4]\b")
+
+
+def ingest_command(folder, *options):
+    """Run ``hivcomorb ingest`` on the test extract into ``folder/standalone`` and return the exit status and that folder."""
+    extract, mapping = write_site_files(folder)
+    out = folder / "standalone"
+    return main(["ingest", str(extract), "--mapping", str(mapping), "--out", str(out), *options]), out
+
+
+def messages(caplog, level, logger="hivcomorb"):
+    """Return the messages logged at ``level`` by ``logger``, one of its children included."""
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno == level and (record.name == logger or record.name.startswith(logger + "."))
+    ]
+
+
+def test_cli_mostly_quarantined_exits_three(module_store, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        status, out = ingest_command(tmp_path)
+    assert status == EXIT_TOO_MANY_QUARANTINED == 3
+    # Every output is still written, for the analyst to inspect.
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    assert len(pd.read_parquet(out / "cohort.parquet")) == 2
+    (error,) = messages(caplog, logging.ERROR)
+    assert TOO_MANY_QUARANTINED in error
+    assert str(out / "quarantine.csv") in error
+    assert error.endswith("Exit status 3")
+    assert not PATIENT_ID_PATTERN.search(caplog.text)
+
+
+def test_cli_under_limit_exits_zero(module_store, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        status, out = ingest_command(tmp_path, "--max-quarantined-share", "0.8")
+    assert status == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    assert "were quarantined, more than" not in caplog.text
+
+
+def test_cli_share_equal_to_limit_exits_zero(module_store, tmp_path):
+    status, _ = ingest_command(tmp_path, "--max-quarantined-share", "0.6")
+    assert status == 0
+
+
+def test_cli_null_limit_exits_zero(module_store, tmp_path, caplog):
+    config = tmp_path / "no_limit.yaml"
+    config.write_text(
+        f"dataset: demo\nseed: 1\npaths: {{artifacts: {tmp_path / 'artifacts'}, reports: {tmp_path / 'reports'}}}\n"
+        "ingest: {max_quarantined_share: null}\n",
+        encoding="utf-8",
+    )
+    with caplog.at_level(logging.WARNING):
+        status, _ = ingest_command(tmp_path, "--config", str(config))
+    assert status == 0
+    assert "were quarantined, more than" not in caplog.text
+
+
+def test_cli_cache_hit_same_exit_status(module_store, tmp_path, caplog):
+    first, _ = ingest_command(tmp_path)
+    with caplog.at_level(logging.INFO, logger="hivcomorb.ingest.stage"):
+        second, _ = ingest_command(tmp_path)
+    assert "reusing the outputs" in caplog.text
+    assert first == second == EXIT_TOO_MANY_QUARANTINED
+    assert TOO_MANY_QUARANTINED in messages(caplog, logging.ERROR)[0]
+
+
+def test_cli_limit_change_reuses_outputs(module_store, tmp_path, caplog):
+    first, _ = ingest_command(tmp_path)
+    with caplog.at_level(logging.INFO, logger="hivcomorb.ingest.stage"):
+        second, _ = ingest_command(tmp_path, "--max-quarantined-share", "0.8")
+    assert "reusing the outputs" in caplog.text
+    assert (first, second) == (EXIT_TOO_MANY_QUARANTINED, 0)
+
+
+def test_cli_invalid_limit_exits_one(module_store, tmp_path, caplog):
+    extract, mapping = write_site_files(tmp_path)
+    out = tmp_path / "standalone"
+    with caplog.at_level(logging.ERROR, logger="hivcomorb"):
+        status = cli.main(["ingest", str(extract), "--mapping", str(mapping), "--out", str(out), "--max-quarantined-share", "1.5"])
+    assert status == 1
+    assert "ingest.max_quarantined_share (or --max-quarantined-share) must be a number between 0 and 1" in caplog.text
+    assert not out.exists()
+
+
+def test_pipeline_mostly_quarantined_warns_and_goes_on(module_store, tmp_path, caplog):
+    extract, mapping = write_site_files(tmp_path)
+    ctx = context_for(tmp_path, extract, mapping)
+    with caplog.at_level(logging.WARNING, logger="hivcomorb.ingest.stage"):
+        summaries = run_pipeline(ctx, ["ingest"])
+    assert summaries["ingest"]["too_many_quarantined"] is True
+    assert summaries["ingest"]["max_quarantined_share"] == 0.25
+    (warning,) = messages(caplog, logging.WARNING, logger="hivcomorb.ingest.stage")
+    assert TOO_MANY_QUARANTINED in warning
+    assert not PATIENT_ID_PATTERN.search(warning)
+    # The outcome depends on a setting outside the cache key, so ingest.json does not record it.
+    written = json.loads((ctx.stage_dir("ingest") / "ingest.json").read_text(encoding="utf-8"))
+    assert "too_many_quarantined" not in written
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, 0.25),
+        ({"max_quarantined_share": None}, None),
+        ({"max_quarantined_share": 0}, 0.0),
+        ({"max_quarantined_share": 1}, 1.0),
+        ({"max_quarantined_share": "0.5"}, 0.5),
+    ],
+)
+def test_quarantine_limit_valid_values(options, expected):
+    assert quarantine_limit(options) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(1.5, "1.5"), (-0.1, "-0.1"), ("half", "'half'"), (float("nan"), "nan"), ([0.5], "[0.5]")],
+)
+def test_stage_invalid_quarantine_limit(module_store, tmp_path, value, shown):
+    extract, mapping = write_site_files(tmp_path)
+    ctx = context_for(tmp_path, extract, mapping, max_quarantined_share=value)
+    message = (
+        r"ingest\.max_quarantined_share \(or --max-quarantined-share\) must be a number between 0 and 1, "
+        rf"or null for no limit; got {re.escape(shown)}$"
+    )
+    with pytest.raises(ConfigError, match=message):
+        run_single_stage(ctx, "ingest")
+    assert not any(ctx.stage_dir("ingest").iterdir())
 
 
 SYNTH_PATIENTS = 300

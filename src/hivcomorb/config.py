@@ -93,3 +93,23 @@ def nested_get(config: Mapping[str, Any], dotted: str, default: Any = None) -> A
             return default
         node = node[key]
     return node
+
+
+def share_or_none(value: Any, setting: str) -> float | None:
+    """Read a share setting: a number from 0 to 1, or None (YAML null) for no limit.
+
+    Raises :class:`ConfigError` naming ``setting`` for any other value, a
+    boolean included.
+    """
+    if value is None:
+        return None
+    invalid = f"{setting} must be a number between 0 and 1, or null for no limit; got {value!r}"
+    if isinstance(value, bool):
+        raise ConfigError(invalid)
+    try:
+        share = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(invalid) from exc
+    if not 0.0 <= share <= 1.0:
+        raise ConfigError(invalid)
+    return share

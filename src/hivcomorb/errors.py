@@ -5,6 +5,10 @@ name the file, column and row number involved and the fix, and never a
 patient identifier or a raw patient value beyond the one cell at fault.
 """
 
+# Exit status of `hivcomorb ingest` and `hivcomorb score` when they write their outputs but
+# quarantined more rows than ingest.max_quarantined_share or score.max_quarantined_share allows.
+EXIT_TOO_MANY_QUARANTINED = 3
+
 
 class HivcomorbError(Exception):
     """Base class of every error raised on purpose by hivcomorb."""

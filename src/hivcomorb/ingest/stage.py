@@ -15,6 +15,11 @@ record which mode ran, with both row counts.
 
 The four files are written to temporary names and moved into place only
 after all of them are complete, ``ingest.json`` last.
+
+When more than ``ingest.max_quarantined_share`` of the rows read are
+quarantined, the stage logs a warning and goes on, so that ``hivcomorb run``
+still reaches the report. ``hivcomorb ingest`` writes the same outputs and then
+exits with status 3, so that a scheduled job notices a broken mapping or export.
 """
 
 from __future__ import annotations
@@ -29,10 +34,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hivcomorb import __version__, htmlkit
-from hivcomorb.config import deep_merge, nested_get
+from hivcomorb.config import deep_merge, nested_get, share_or_none
 from hivcomorb.context import RunContext, mapping_site
 from hivcomorb.contract import Contract, load_contract
-from hivcomorb.errors import DataNotFoundError, ExtractError
+from hivcomorb.errors import EXIT_TOO_MANY_QUARANTINED, DataNotFoundError, ExtractError
 from hivcomorb.files import atomic_path, file_sha256
 from hivcomorb.ingest import rules
 from hivcomorb.ingest.canonical import IngestResult, ingest_file
@@ -49,7 +54,9 @@ SUMMARY_FILE = "ingest.json"
 VALIDATION_FILE = "validation.html"
 OUTPUT_FILES = (COHORT_FILE, QUARANTINE_FILE, SUMMARY_FILE, VALIDATION_FILE)
 # Settings that do not change what ingestion produces, left out of the cache key.
-_NOT_IN_CACHE_KEY = ("cache", "out_dir", "mapping")
+_NOT_IN_CACHE_KEY = ("cache", "out_dir", "mapping", "max_quarantined_share")
+# Applies when the configuration has no ingest.max_quarantined_share, and equals the default of score.max_quarantined_share.
+DEFAULT_MAX_QUARANTINED_SHARE = 0.25
 
 
 # Written instead of the four outputs when every row is quarantined.
@@ -76,6 +83,45 @@ def output_dir(ctx: RunContext) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         return path
     return ctx.stage_dir(STAGE)
+
+
+def quarantine_limit(options: Mapping[str, Any]) -> float | None:
+    """Read ``ingest.max_quarantined_share`` from the ``ingest`` settings.
+
+    Parameters
+    ----------
+    options : mapping
+        The ``ingest`` block of the configuration.
+
+    Returns
+    -------
+    float or None
+        The share of rows read (0 to 1) above which too many rows are
+        quarantined, or None when the setting is null (no limit).
+
+    Raises
+    ------
+    ConfigError
+        If the setting is neither null nor a number between 0 and 1.
+    """
+    value = options.get("max_quarantined_share", DEFAULT_MAX_QUARANTINED_SHARE)
+    return share_or_none(value, "ingest.max_quarantined_share (or --max-quarantined-share)")
+
+
+def too_many_quarantined(summary: Mapping[str, Any], limit: float | None) -> bool:
+    """Return whether more than ``limit`` of the rows read were quarantined (False when ``limit`` is None)."""
+    return limit is not None and summary["rows_quarantined"] > limit * summary["rows_read"]
+
+
+def quarantine_limit_message(summary: Mapping[str, Any], limit: float, quarantine_path: Path) -> str:
+    """Return the sentence that reports too many quarantined rows: counts, share, limit and quarantine file."""
+    read, quarantined = summary["rows_read"], summary["rows_quarantined"]
+    return (
+        f"{quarantined:,} of {read:,} rows ({100.0 * quarantined / read:.1f}%) were quarantined, more than "
+        f"ingest.max_quarantined_share ({100.0 * limit:g}%). This many rejected rows usually means a mapping or "
+        f"export problem: read the rule each row broke in {quarantine_path}, fix the mapping or the export, and "
+        "ingest again"
+    )
 
 
 def _site_contract(ctx: RunContext, mapping: Mapping[str, Any]) -> Contract:
@@ -252,8 +298,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
         ``summary`` sentences.
     """
     options = dict(ctx.config.get(STAGE) or {})
-    # An invalid validation setting fails here, before the extract is read.
+    # An invalid validation setting or quarantine limit fails here, before the extract is read.
     RowsSetting.from_options(options)
+    limit = quarantine_limit(options)
     path = extract_path(ctx)
     if not path.is_file():
         from_file = (ctx.config.get("source") or {}).get("kind") == "file"
@@ -273,6 +320,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
             logger.info("Ingest: extract, mapping, contract and settings unchanged; reusing the outputs in %s", out_dir)
             logger.info("Extract %s: %s", cached["source"], cached["reconciliation"])
             cached["reused_previous_outputs"] = True
+            _check_quarantined_share(cached, limit, out_dir)
             _track(cached, out_dir)
             return cached
 
@@ -304,8 +352,21 @@ def run(ctx: RunContext) -> dict[str, Any]:
     write_outputs(out_dir, result, summary)
     logger.info("Ingest: wrote %s", ", ".join(OUTPUT_FILES))
     summary["reused_previous_outputs"] = False
+    _check_quarantined_share(summary, limit, out_dir)
     _track(summary, out_dir)
     return summary
+
+
+def _check_quarantined_share(summary: dict[str, Any], limit: float | None, out_dir: Path) -> None:
+    """Record the quarantine limit and its outcome in ``summary``, and log a warning when it is exceeded.
+
+    Both keys stay out of ``ingest.json`` because the limit is not in the
+    cache key, so reused outputs may have been written under another limit.
+    """
+    summary["max_quarantined_share"] = limit
+    summary["too_many_quarantined"] = too_many_quarantined(summary, limit)
+    if summary["too_many_quarantined"]:
+        logger.warning("%s", quarantine_limit_message(summary, limit, out_dir / QUARANTINE_FILE))
 
 
 def report_section(ctx: RunContext) -> str:
@@ -411,6 +472,13 @@ outputs (in --out, default artifacts/<dataset>/ingest):
 The log line "read N = kept K + quarantined Q" reconciles every row.
 """
 
+_EXIT_STATUS_EPILOG = """
+exit status:
+  0 when the outputs are written, 1 when ingestion stops with an error, and
+  {code} when the outputs are written but more than ingest.max_quarantined_share
+  (--max-quarantined-share) of the rows read were quarantined.
+"""
+
 
 def _command(args: argparse.Namespace) -> int:
     from hivcomorb.cli import context_from_args
@@ -429,6 +497,8 @@ def _command(args: argparse.Namespace) -> int:
         overrides[STAGE]["out_dir"] = str(Path(args.out).resolve())
     if args.no_cache:
         overrides[STAGE]["cache"] = False
+    if args.max_quarantined_share is not None:
+        overrides[STAGE]["max_quarantined_share"] = args.max_quarantined_share
     ctx = context_from_args(args, overrides)
     if args.mapping and mapping_site(ctx.config):
         # The contract of this run includes the site block, but later stages started on their own
@@ -439,9 +509,16 @@ def _command(args: argparse.Namespace) -> int:
             args.mapping,
         )
     status = run_single_stage(ctx, STAGE)
-    summary = json.loads((output_dir(ctx) / SUMMARY_FILE).read_text(encoding="utf-8"))
+    out_dir = output_dir(ctx)
+    # The outcome is computed from ingest.json, so reused outputs give the same exit status as a fresh run.
+    summary = json.loads((out_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
     print(f"{summary['source']}: {summary['reconciliation']}")
-    print(f"outputs in {output_dir(ctx)}")
+    print(f"outputs in {out_dir}")
+    limit = quarantine_limit(ctx.config.get(STAGE) or {})
+    if too_many_quarantined(summary, limit):
+        message = quarantine_limit_message(summary, limit, out_dir / QUARANTINE_FILE)
+        logger.error("%s. Exit status %d", message, EXIT_TOO_MANY_QUARANTINED)
+        return EXIT_TOO_MANY_QUARANTINED
     return status
 
 
@@ -457,7 +534,7 @@ def register_cli(subparsers: Any) -> None:
             "results, decimal commas and units, quarantine rows that break a rule, validate the kept rows with "
             "Great Expectations and write the canonical cohort. Without EXTRACT, the configured source is read."
         ),
-        epilog=_CLI_EPILOG,
+        epilog=_CLI_EPILOG + _EXIT_STATUS_EPILOG.format(code=EXIT_TOO_MANY_QUARANTINED),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("extract", nargs="?", default=None, metavar="EXTRACT", help="extract file (.csv, .tsv, .txt, .parquet, .xlsx)")
@@ -468,4 +545,12 @@ def register_cli(subparsers: Any) -> None:
     parser.add_argument("--delimiter", default=None, metavar="CHAR", help="CSV field delimiter, e.g. ',' ';' or 'tab' (default: detected)")
     parser.add_argument("--out", default=None, metavar="DIR", help="output folder (default: artifacts/<dataset>/ingest)")
     parser.add_argument("--no-cache", action="store_true", help="ingest again even when the inputs are unchanged")
+    parser.add_argument(
+        "--max-quarantined-share",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help=f"exit with status {EXIT_TOO_MANY_QUARANTINED} after writing the outputs when more than this share "
+        "of the rows read (0 to 1) is quarantined (default: ingest.max_quarantined_share, 0.25)",
+    )
     parser.set_defaults(func=_command)

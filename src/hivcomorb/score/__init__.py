@@ -53,10 +53,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from hivcomorb.config import nested_get
+from hivcomorb.config import nested_get, share_or_none
 from hivcomorb.context import RunContext
 from hivcomorb.disclosure import min_group_size
-from hivcomorb.errors import ConfigError, ExtractError
+from hivcomorb.errors import EXIT_TOO_MANY_QUARANTINED, ConfigError, ExtractError
 from hivcomorb.files import file_sha256, write_json_atomic, write_text_atomic
 from hivcomorb.pyfunc import probability_column
 from hivcomorb.score.checks import check_input_columns, detector_flags, join_reasons, range_flags
@@ -68,8 +68,6 @@ from hivcomorb.score.writer import QUARANTINE_SCHEMA, ChunkWriter, output_format
 
 logger = logging.getLogger(__name__)
 
-# Exit status of `hivcomorb score` when more rows are quarantined than score.max_quarantined_share allows.
-EXIT_TOO_MANY_QUARANTINED = 3
 VALIDATE_CHOICES = ("compact", "every_chunk", "first_chunk", "off")
 STAMP_COLUMNS = ("model_name", "model_version", "model_run_id", "setting", "contract_version", "extract_sha256", "scored_at")
 
@@ -112,7 +110,7 @@ class ScoreOptions:
             n_jobs=int(block.get("n_jobs", cls.n_jobs)),
             allow_missing_labs=bool(block.get("allow_missing_labs", cls.allow_missing_labs)),
             validate=str(block.get("validate", cls.validate)),
-            max_quarantined_share=_share_or_none(block.get("max_quarantined_share", cls.max_quarantined_share)),
+            max_quarantined_share=block.get("max_quarantined_share", cls.max_quarantined_share),
             progress=None if progress == "auto" else bool(progress),
             groups=list(summary.get("groups") or cls().groups),
             age_bands=[float(x) for x in summary.get("age_bands") or cls().age_bands],
@@ -125,21 +123,10 @@ class ScoreOptions:
             raise ConfigError(f"score.validate must be one of {VALIDATE_CHOICES}, got {options.validate!r}")
         if options.n_jobs <= 0:
             options.n_jobs = os.cpu_count() or 1
-        share = options.max_quarantined_share
-        if share is not None and not 0.0 <= share <= 1.0:
-            raise ConfigError(
-                f"score.max_quarantined_share (or --max-quarantined-share) must be between 0 and 1, or null for no limit; got {share}"
-            )
+        options.max_quarantined_share = share_or_none(
+            options.max_quarantined_share, "score.max_quarantined_share (or --max-quarantined-share)"
+        )
         return options
-
-
-def _share_or_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"score.max_quarantined_share must be a number between 0 and 1, or null for no limit; got {value!r}") from exc
 
 
 def repeated_texts(schema: pa.Schema) -> list[str]:
