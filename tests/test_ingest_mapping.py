@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import polars as pl
 import pytest
@@ -158,3 +159,44 @@ def test_mapping_identity_reads_censored_columns():
     frame = pl.DataFrame({"patient_id": ["a"], "viral_load": [20.0], "viral_load_censored": ["<"]})
     result = ingest_frame(frame, CONTRACT, None, source_name="x.parquet", validate=False)
     assert result.cohort["viral_load_censored"].tolist() == ["<"]
+
+
+@pytest.mark.parametrize(
+    ("columns", "fix"),
+    [
+        ("{VL: viral_load, VL_flag: viral_load_censored}", "VL: {to: viral_load, censor_column: VL_flag}"),
+        (
+            "{VL: {to: viral_load, detection_limit: 50}, VL_flag: {to: viral_load_censored}}",
+            "VL: {to: viral_load, detection_limit: 50, censor_column: VL_flag}",
+        ),
+        ("{VL_flag: viral_load_censored}", "<source column of viral_load>: {to: viral_load, censor_column: VL_flag}"),
+    ],
+)
+def test_mapping_censored_target_names_censor_column(tmp_path, columns, fix):
+    path = mapping_file(tmp_path, f"id_column: id\ncolumns: {columns}\n")
+    with pytest.raises(MappingError) as info:
+        load_mapping(path, CONTRACT)
+    message = str(info.value)
+    assert message.startswith(f"mapping file {path}: ")
+    assert "column 'VL_flag' maps to 'viral_load_censored'" in message
+    assert "remove this entry" in message
+    assert f"e.g. under columns: {fix}." in message
+    assert "censor_column names a source column that holds '<', '>' or nothing in each row" in message
+
+
+def test_mapping_censored_target_fix_loads(tmp_path):
+    path = mapping_file(tmp_path, "id_column: id\ncolumns: {VL: viral_load, VL_flag: viral_load_censored}\n")
+    with pytest.raises(MappingError) as info:
+        load_mapping(path, CONTRACT)
+    fix = re.search(r"e\.g\. under columns: (.+?)\. censor_column names", str(info.value)).group(1)
+    fixed = mapping_file(tmp_path, f"id_column: id\ncolumns:\n  {fix}\n")
+    frame = pl.DataFrame({"id": ["a", "b"], "VL": ["20", "1000"], "VL_flag": ["<", None]})
+    result = ingest_frame(frame, CONTRACT, load_mapping(fixed, CONTRACT), source_name="x.csv", validate=False)
+    assert result.cohort["viral_load_censored"].tolist()[0] == "<"
+    assert result.cohort["viral_load"].tolist() == [20.0, 1000.0]
+
+
+def test_mapping_non_lab_censored_target_rejected(tmp_path):
+    path = mapping_file(tmp_path, "id_column: id\ncolumns: {A: age_censored}\n")
+    with pytest.raises(MappingError, match="maps to 'age_censored', which is not a contract column"):
+        load_mapping(path, CONTRACT)

@@ -107,10 +107,12 @@ def _check_mapping(raw: Mapping[str, Any], contract: Contract, path: Path) -> di
     if not isinstance(id_column, str) or not id_column.strip():
         raise MappingError(f"{where} has no id_column; name the source column with the pseudonymised patient id")
 
+    raw_columns = raw.get("columns") or {}
     columns: dict[str, dict[str, Any]] = {}
     targets: dict[str, str] = {}
-    for source, spec in (raw.get("columns") or {}).items():
+    for source, spec in raw_columns.items():
         source = str(source)
+        _reject_censor_flag_target(source, spec, raw_columns, contract, known_targets, where)
         entry = _check_column_entry(source, spec, contract, known_targets, where)
         target = entry["to"]
         if target == contract.id_column:
@@ -134,6 +136,53 @@ def _check_mapping(raw: Mapping[str, Any], contract: Contract, path: Path) -> di
         "keep_canonical_names": bool(raw.get("keep_canonical_names", False)),
         "site": site,
     }
+
+
+def _entry_target(spec: Any) -> str | None:
+    """Return the canonical name a ``columns`` entry maps to, or None when the entry has no ``to``."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, Mapping) and "to" in spec:
+        return str(spec["to"])
+    return None
+
+
+def _reject_censor_flag_target(
+    source: str, spec: Any, raw_columns: Mapping[Any, Any], contract: Contract, known_targets: set[str], where: str
+) -> None:
+    """Raise MappingError when ``source`` maps to a lab's censoring flag ``<lab>_censored``.
+
+    Ingestion writes ``<lab>_censored`` itself, from a "<" or ">" in the value
+    or from the source column that ``censor_column`` names in the lab's own
+    entry, so the flag cannot be a mapping target. The message shows that
+    entry with ``censor_column`` added.
+    """
+    target = _entry_target(spec)
+    if target is None or target in known_targets or not target.endswith(CENSOR_SUFFIX):
+        return
+    lab = target[: -len(CENSOR_SUFFIX)]
+    if lab not in contract.names("lab"):
+        return
+
+    lab_entry = next(((str(s), other) for s, other in raw_columns.items() if _entry_target(other) == lab), None)
+    fixed = dict(lab_entry[1]) if lab_entry is not None and isinstance(lab_entry[1], Mapping) else {"to": lab}
+    fixed["censor_column"] = source
+    if lab_entry is None:
+        step = f", map the source column of {lab!r} and name {source!r} as its censor_column"
+        example = f"<source column of {lab}>: {_flow_yaml(fixed)}"
+    else:
+        step = f" and add censor_column: {source} to the entry of {lab_entry[0]!r}, which maps to {lab!r}"
+        example = _flow_yaml({lab_entry[0]: fixed})[1:-1]
+    raise MappingError(
+        f"{where}: column {source!r} maps to {target!r}, but ingestion derives each lab's censoring flag itself, "
+        f"so no column maps to it. To read the flags from {source!r}, remove this entry{step}, e.g. under "
+        f"columns: {example}. censor_column names a source column that holds '<', '>' or nothing in each row"
+    )
+
+
+def _flow_yaml(data: Mapping[str, Any]) -> str:
+    """Return ``data`` as one line of YAML in flow style, keys in their given order."""
+    return yaml.safe_dump(dict(data), default_flow_style=True, sort_keys=False, width=float("inf")).strip()
 
 
 def _check_column_entry(
