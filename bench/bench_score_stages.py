@@ -42,6 +42,7 @@ STAGES = [
     ("hivcomorb.ingest", "ingest_frame", "ingest: other"),
     ("hivcomorb.ingest.canonical", "_parse_ids", "ingest: ids"),
     ("hivcomorb.ingest.canonical", "_parse_number_column", "ingest: numbers (parse, units, rules)"),
+    ("hivcomorb.ingest.canonical", "parse_clean_numbers", "ingest: numbers (parse, units, rules)"),
     ("hivcomorb.ingest.canonical", "parse_category", "ingest: categories"),
     ("hivcomorb.ingest.canonical", "_assemble", "ingest: assemble and quarantine"),
     ("hivcomorb.ingest.canonical", "_quarantine_frame", "ingest: assemble and quarantine"),

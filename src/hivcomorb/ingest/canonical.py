@@ -30,6 +30,7 @@ from hivcomorb.ingest import rules
 from hivcomorb.ingest.mapping import CENSOR_SUFFIX, ColumnPlan, fold_text, load_mapping, plan_mapping
 from hivcomorb.ingest.parse import NumericCells, as_text, parse_category, parse_censor_flags, parse_label, parse_numeric
 from hivcomorb.ingest.readers import read_extract_with_info
+from hivcomorb.ingest.typed import parse_clean_numbers
 from hivcomorb.ingest.units import convert_by_unit, known_units, normalise_unit_expr, suspect_unit
 from hivcomorb.paths import conf_dir
 from hivcomorb.schema import build_suite
@@ -105,6 +106,7 @@ class _ColumnOutcome:
 
     values: pl.Series
     censor: pl.Series | None = None
+    # None when every value was read in the canonical unit as declared.
     unit_used: pl.Series | None = None
     unit_origin: pl.Series | None = None
     entries: list[pl.DataFrame] = field(default_factory=list)
@@ -203,11 +205,14 @@ def ingest_frame(
     ids, id_entries, duplicates = _parse_ids(data[plan.id_source], contract.id_column, opts)
     entries.extend(id_entries)
 
-    outcomes: dict[str, _ColumnOutcome] = {}
+    outcomes: dict[str, _ColumnOutcome] = {
+        name: _ColumnOutcome(values=numbers.values, censor=numbers.censor)
+        for name, numbers in parse_clean_numbers(data, contract, plan.columns, opts).items()
+    }
     recodes = mapping.get("recodes") or {}
     for column in contract.columns:
         column_plan = plan.columns.get(column.name)
-        if column_plan is None:
+        if column_plan is None or column.name in outcomes:
             continue
         outcome = _parse_column(data, column, column_plan, recodes.get(column.name) or {}, opts, source_name)
         outcomes[column.name] = outcome
