@@ -78,7 +78,9 @@ def build_matrix(frame: pd.DataFrame, contract: Contract, columns: Sequence[str]
     if missing:
         raise ModelError(f"the cohort lacks feature columns {missing}; they were present when the model was trained")
     names = encoded_names(contract, columns)
-    block = np.empty((len(frame), len(names)), dtype=np.float32)
+    n_rows = len(frame)
+    block = np.empty((n_rows, len(names)), dtype=np.float32)
+    rows = np.arange(n_rows)
     position = 0
     for name in columns:
         col = contract.column(name)
@@ -86,10 +88,15 @@ def build_matrix(frame: pd.DataFrame, contract: Contract, columns: Sequence[str]
         if col.dtype == "category":
             codes = _category_codes(series, col.categories)
             width = len(col.categories)
-            block[:, position : position + width] = codes[:, None] == np.arange(width)
+            # One-hot columns: zeros, then a 1 at each row's code; a code of -1 sets none.
+            block[:, position : position + width] = 0.0
+            known = codes >= 0
+            block[rows[known], position + codes[known]] = 1.0
             position += width
         else:
-            block[:, position] = pd.to_numeric(series, errors="raise").astype("float64").to_numpy(dtype=np.float32, na_value=np.nan)
+            if series.dtype != np.float64:
+                series = pd.to_numeric(series, errors="raise").astype("float64")
+            block[:, position] = series.to_numpy(dtype=np.float32, na_value=np.nan)
             position += 1
     return pd.DataFrame(block, index=frame.index, columns=names, copy=False)
 
