@@ -22,10 +22,17 @@ CONFIG = {
 
 
 def _setup(seed: int = 0):
-    """Return plans, labels and predictions with a rare group, an all-negative group and a trailing group."""
+    """Return plans, labels and predictions with two small groups, an all-negative group and a trailing group.
+
+    The two small groups add up to the disclosure minimum, so no larger group
+    is suppressed with them.
+    """
     rng = np.random.default_rng(seed)
     n = 400
-    group = np.array(["large"] * 250 + ["trailing"] * 80 + ["all_negative"] * 40 + ["few_positives"] * 26 + ["rare"] * 4, dtype=object)
+    group = np.array(
+        ["large"] * 244 + ["trailing"] * 80 + ["all_negative"] * 40 + ["few_positives"] * 26 + ["rare"] * 4 + ["scarce"] * 6,
+        dtype=object,
+    )
     scores = rng.random(n)
     y = (rng.random(n) < scores).astype(float)
     y[group == "all_negative"] = 0.0
@@ -67,8 +74,12 @@ def test_fairness_rare_group_absent(audit):
     assert "rare" not in groups
 
 
-def test_fairness_rare_group_counted(audit):
-    assert audit["attributes"]["attribute"]["n_suppressed"] == 1
+def test_fairness_small_groups_counted(audit):
+    assert audit["attributes"]["attribute"]["n_suppressed"] == 2
+
+
+def test_fairness_no_partner_counted(audit):
+    assert audit["attributes"]["attribute"]["n_partners"] == 0
 
 
 def test_fairness_rare_group_not_in_group_sizes(audit):

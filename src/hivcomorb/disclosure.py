@@ -1,15 +1,21 @@
-"""Small-cell suppression, applied to every group-level output.
+"""Small-cell and complementary suppression, applied to every group-level output.
 
-A group with fewer patients than the configured minimum is never shown: its
-figures are removed and only the count of suppressed groups is reported.
+A group or count with fewer patients than the configured minimum is never
+shown. Complementary suppression then hides further counts, so that a hidden
+one cannot be worked out by subtracting shown counts from a shown total.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Hashable, Iterable, Mapping, Sequence
 
 DEFAULT_MIN_GROUP_SIZE = 10
 SUPPRESSED = "suppressed"
+
+Cell = Hashable
+Sum = tuple[Cell, tuple[Cell, ...]]
 
 
 def min_group_size(config: Mapping[str, Any]) -> int:
@@ -23,3 +29,252 @@ def min_group_size(config: Mapping[str, Any]) -> int:
 def is_reportable(count: int, minimum: int) -> bool:
     """Return whether a group of ``count`` patients may be shown."""
     return int(count) >= int(minimum)
+
+
+@dataclass(frozen=True)
+class Suppression:
+    """Outcome of :func:`suppress_complementary`.
+
+    Attributes
+    ----------
+    hidden : frozenset
+        Printable cells to suppress: the small ones and their partners.
+    unresolved : tuple of (total, members)
+        Sums that still give a protected count away because every count they
+        rely on is always published, as in a cohort smaller than the minimum.
+    """
+
+    hidden: frozenset
+    unresolved: tuple[Sum, ...]
+
+
+def suppress_complementary(
+    counts: Mapping[Cell, int],
+    sums: Iterable[tuple[Cell, Sequence[Cell]]],
+    minimum: int,
+    *,
+    published: Iterable[Cell] = (),
+    implied: Iterable[Cell] = (),
+    hidden_with: Mapping[Cell, Iterable[Cell]] | None = None,
+    spare: Iterable[Cell] = (),
+) -> Suppression:
+    """Choose the printable counts to suppress so that no protected count can be worked out.
+
+    The reader is assumed to subtract along one sum at a time, reusing what
+    earlier sums revealed: a sum whose total is known gives its only unknown
+    member, and a sum whose members are all known gives its total. A printable
+    count from 1 to ``minimum - 1`` is suppressed. Partners are then
+    suppressed until no sum gives away a suppressed count or a protected
+    implied count, and no sum with a known total leaves its unknown members
+    adding up to 1 to ``minimum - 1``. Each partner is the smallest printed
+    non-zero count, other than a spared one, of the shallowest sum that gives
+    something away or, when that sum has none, of the sums that revealed the
+    counts it used. A printed 0 is never suppressed, because hiding it
+    changes no remainder.
+
+    Not protected: counts found by solving several sums together as a system
+    of equations, and bounds that follow from counts being non-negative.
+
+    Parameters
+    ----------
+    counts : mapping
+        Every cell's count, in patients. A cell is printable unless it is in
+        ``published`` or ``implied``.
+    sums : iterable of (total, members)
+        Each states that the total cell's count is the sum of its members'.
+    minimum : int
+        Smallest count that may be shown, in patients.
+    published : iterable, optional
+        Cells that are always printed and never suppressed, such as the
+        cohort size.
+    implied : iterable, optional
+        Cells that are never printed but can be worked out by subtraction. One
+        counting from 1 to ``minimum - 1`` patients is protected.
+    hidden_with : mapping, optional
+        For a cell, the cells to suppress whenever it is suppressed, such as
+        the intersection groups that contain a hidden group.
+    spare : iterable, optional
+        Printable cells chosen as partners only when a sum offers no other,
+        such as a configured reference group.
+
+    Returns
+    -------
+    Suppression
+        The cells to suppress and the sums that no suppression can fix.
+
+    Examples
+    --------
+    Hiding the 4 alone would leave it as 100 minus 60 minus 36:
+
+    >>> counts = {"all": 100, "male": 60, "female": 36, "other": 4}
+    >>> result = suppress_complementary(counts, [("all", ("male", "female", "other"))], 10, published=["all"])
+    >>> sorted(result.hidden)
+    ['female', 'other']
+    """
+    ledger = _Ledger(counts, sums, int(minimum), published, implied, hidden_with or {}, spare)
+    return ledger.protect()
+
+
+class _Ledger:
+    """The cells and sums of one call of :func:`suppress_complementary`."""
+
+    def __init__(
+        self,
+        counts: Mapping[Cell, int],
+        sums: Iterable[tuple[Cell, Sequence[Cell]]],
+        minimum: int,
+        published: Iterable[Cell],
+        implied: Iterable[Cell],
+        hidden_with: Mapping[Cell, Iterable[Cell]],
+        spare: Iterable[Cell],
+    ) -> None:
+        self.counts = {cell: int(count) for cell, count in counts.items()}
+        self.sums: list[Sum] = list(dict.fromkeys((total, tuple(members)) for total, members in sums))
+        self.minimum = minimum
+        self.published = set(published)
+        self.implied = set(implied)
+        self.hidden_with = {cell: tuple(others) for cell, others in hidden_with.items()}
+        self.spare = set(spare)
+        missing = {cell for total, members in self.sums for cell in (total, *members)} - set(self.counts)
+        if missing:
+            raise ValueError(f"Sums name cells without a count: {sorted(map(str, missing))[:5]}. Give every cell of a sum a count.")
+        self.sums_of: dict[Cell, list[int]] = {}
+        for index, (total, members) in enumerate(self.sums):
+            for cell in (total, *members):
+                self.sums_of.setdefault(cell, []).append(index)
+        self.order = {cell: position for position, cell in enumerate(self.counts)}
+        self.hidden: set[Cell] = set()
+
+    def is_printable(self, cell: Cell) -> bool:
+        return cell not in self.published and cell not in self.implied
+
+    def is_protected(self, cell: Cell) -> bool:
+        """Return whether a reader must not work out ``cell``: a suppressed count or a small implied one."""
+        if cell in self.hidden:
+            return True
+        return cell in self.implied and 0 < self.counts[cell] < self.minimum
+
+    def hideable(self, cell: Cell) -> bool:
+        """Return whether suppressing ``cell`` would take a non-zero count out of print."""
+        return self.is_printable(cell) and cell not in self.hidden and self.counts[cell] > 0
+
+    def hide(self, cell: Cell) -> None:
+        """Suppress ``cell`` and, repeatedly, the cells to be suppressed with it."""
+        pending = [cell]
+        while pending:
+            current = pending.pop()
+            if current in self.hidden or not self.is_printable(current):
+                continue
+            self.hidden.add(current)
+            pending.extend(self.hidden_with.get(current, ()))
+
+    def protect(self) -> Suppression:
+        """Suppress the small printable counts, then partners until no sum gives anything away."""
+        for cell, count in self.counts.items():
+            if self.is_printable(cell) and 0 < count < self.minimum:
+                self.hide(cell)
+        unresolved: set[int] = set()
+        while True:
+            known, source, depth = self._derive()
+            violations = [(used, index) for used, index in self._violations(known, source, depth) if index not in unresolved]
+            if not violations:
+                break
+            _, index = violations[0]
+            candidates = self._search_back(index, known, source)
+            if not candidates:
+                unresolved.add(index)
+                continue
+            self.hide(min(candidates, key=lambda cell: (cell in self.spare, self.counts[cell], self.order[cell])))
+        return Suppression(frozenset(self.hidden), tuple(self.sums[index] for index in sorted(unresolved)))
+
+    def _derive(self) -> tuple[dict[Cell, int], dict[Cell, int], dict[Cell, int]]:
+        """Return the counts a reader can work out, the sum that gave each one not printed, and its depth.
+
+        A printed count has depth 0, and a worked-out one has one more than
+        the deepest count its sum used.
+        """
+        known = {
+            cell: count
+            for cell, count in self.counts.items()
+            if cell in self.published or (self.is_printable(cell) and cell not in self.hidden)
+        }
+        source: dict[Cell, int] = {}
+        depth = dict.fromkeys(known, 0)
+        pending = deque(range(len(self.sums)))
+        queued = set(pending)
+        while pending:
+            index = pending.popleft()
+            queued.discard(index)
+            total, members = self.sums[index]
+            unknown = [member for member in members if member not in known]
+            found: list[Cell] = []
+            if total in known:
+                remainder = known[total] - sum(known[member] for member in members if member in known)
+                # When the known members already reach the total, the unknown ones are all 0.
+                if len(unknown) == 1 or (unknown and remainder == 0):
+                    found = unknown
+            elif not unknown:
+                found = [total]
+            if not found:
+                continue
+            used = 1 + max((depth[cell] for cell in (total, *members) if cell in known), default=0)
+            for cell in found:
+                known[cell] = self.counts[cell]
+                source[cell] = index
+                depth[cell] = used
+                for other in self.sums_of[cell]:
+                    if other not in queued:
+                        pending.append(other)
+                        queued.add(other)
+        return known, source, depth
+
+    def _violations(
+        self, known: Mapping[Cell, int], source: Mapping[Cell, int], depth: Mapping[Cell, int]
+    ) -> list[tuple[int, int]]:
+        """Return ``(depth, sum index)`` for each sum that gives something away, shallowest first.
+
+        The depth is that of the deepest worked-out count the sum uses. A
+        partner in a shallow sum also stops the deeper sums that build on
+        what it reveals.
+        """
+        found = []
+        for index, (total, members) in enumerate(self.sums):
+            cells = (total, *members)
+            revealing = False
+            if total in known:
+                unknown = [member for member in members if member not in known]
+                remainder = known[total] - sum(known[member] for member in members if member in known)
+                revealing = bool(unknown) and 0 < remainder < self.minimum
+            if not revealing:
+                revealing = any(source.get(cell) == index and self.is_protected(cell) for cell in cells)
+            if revealing:
+                used = max((depth[cell] for cell in cells if cell in known and source.get(cell) != index), default=0)
+                found.append((used, index))
+        return sorted(found)
+
+    def _search_back(self, start: int, known: Mapping[Cell, int], source: Mapping[Cell, int]) -> set[Cell]:
+        """Return the hideable cells of sum ``start``, or of the nearest sums that revealed the counts it used.
+
+        The search first moves back only along non-zero counts, because a
+        partner that takes a 0 out of print leaves every remainder as it was.
+        """
+        for follow_zeros in (False, True):
+            visited = {start}
+            frontier = [start]
+            while frontier:
+                found = {cell for index in frontier for cell in self._cells(index) if self.hideable(cell)}
+                if found:
+                    return found
+                earlier = {
+                    source[cell]
+                    for index in frontier
+                    for cell in self._cells(index)
+                    if cell in source and source[cell] not in visited and (follow_zeros or known[cell] > 0)
+                }
+                visited |= earlier
+                frontier = sorted(earlier)
+        return set()
+
+    def _cells(self, index: int) -> tuple[Cell, ...]:
+        total, members = self.sums[index]
+        return (total, *members)

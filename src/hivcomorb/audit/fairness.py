@@ -19,6 +19,7 @@ import pandas as pd
 from hivcomorb.audit.groups import OK, SUPPRESSED, UNDEFINED, AttributeGroups, count_status
 from hivcomorb.audit.metrics import METRICS, bootstrap_weights, denominators, intervals, metric_frame, weighted_metrics_batch
 from hivcomorb.config import nested_get
+from hivcomorb.disclosure import suppress_complementary
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ def audit_attribute(
     # label and setting of the group is evaluated in one batch.
     replicates: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
     statuses: dict[tuple[str, str, str], dict[str, str]] = {}
-    sizes: dict[tuple[str, str, str], int] = {}
+    sizes: dict[tuple[str, str], dict[str, int]] = {case[:2]: {} for case in cases}
     for group in plan.reportable:
         columns = np.flatnonzero(values == group)
         group_weights = np.ascontiguousarray(weights[:, columns])
@@ -173,7 +174,7 @@ def audit_attribute(
             decisions = preds.decisions[label][columns]
             counts = denominators(y[included], decisions[included])
             statuses[label, setting, group] = {m: count_status(counts[m], minimum) for m in METRICS}
-            sizes[label, setting, group] = int(included.sum())
+            sizes[label, setting][group] = int(included.sum())
             batch.append((y, decisions, preds.scores[label][columns], included))
         for (label, setting, _), result in zip(cases, weighted_metrics_batch(group_weights, batch, bins)):
             replicates[label, setting, group] = result
@@ -182,6 +183,7 @@ def audit_attribute(
         "reference": plan.reference,
         "groups": dict(plan.counts),
         "n_suppressed": plan.n_suppressed,
+        "n_partners": plan.n_partners,
         "labels": {},
     }
     reference = plan.reference
@@ -189,11 +191,15 @@ def audit_attribute(
     for label, setting, _ in cases:
         frame = points[label, setting]
         point_of = {g: frame.loc[g].to_dict() if g in frame.index else nan_point for g in plan.reportable}
+        included = sizes[label, setting]
+        # NOTE: audit.json keeps metric values at full precision, and a rate
+        # such as the selection rate is a fraction with the n as denominator,
+        # so a suppressed n can often be recovered from it there.
+        hidden_n = suppressed_sizes(plan, included, int((known[label, setting] & ~reportable).sum()), minimum)
         groups: dict[str, Any] = {}
         for group in plan.reportable:
-            size = sizes[label, setting, group]
             groups[group] = {
-                "n": size if count_status(size, minimum) == OK else SUPPRESSED,
+                "n": SUPPRESSED if group in hidden_n else included[group],
                 "metrics": _group_cells(
                     point_of[group],
                     replicates[label, setting, group],
@@ -207,6 +213,77 @@ def audit_attribute(
             }
         result["labels"].setdefault(label, {})[setting] = groups
     return result
+
+
+def suppressed_sizes(plan: AttributeGroups, included: Mapping[str, int], included_elsewhere: int, minimum: int) -> set[str]:
+    """Return the shown groups whose n of included patients must read 'suppressed'.
+
+    An n counts the patients of a group with a known label and a prediction,
+    the included patients. The cohort size, the shown group sizes and the
+    number of included patients count as published: Table 1's percentages
+    of known give that number away when every patient has a prediction. A
+    reader can subtract along these sums:
+
+    * the included patients are the shown groups' n plus those included in
+      the suppressed groups;
+    * a group's size is its n plus its patients left out;
+    * the cohort's patients left out are those of every group, shown or not.
+
+    An n from 1 to ``minimum - 1`` is suppressed, and partners with it, so
+    that no suppressed n and no count from 1 to ``minimum - 1`` of patients
+    left out, or included in the suppressed groups, can be worked out.
+
+    Parameters
+    ----------
+    plan : AttributeGroups
+        The attribute's groups.
+    included : mapping
+        Included patients per shown group.
+    included_elsewhere : int
+        Included patients in the suppressed groups together.
+    minimum : int
+        Disclosure minimum in patients.
+    """
+    cohort, total, left_out = "cohort", "included", "left out"
+    elsewhere = None  # the suppressed groups together
+    groups: list[str | None] = list(plan.reportable)
+    size_of: dict[str | None, int] = {group: plan.counts[group] for group in plan.reportable}
+    n_of: dict[str | None, int] = {group: included[group] for group in plan.reportable}
+    hidden_size = len(plan.values) - sum(size_of.values())
+    if hidden_size:
+        groups.append(elsewhere)
+        size_of[elsewhere] = hidden_size
+        n_of[elsewhere] = included_elsewhere
+
+    counts: dict[Any, int] = {cohort: len(plan.values), total: sum(n_of.values())}
+    counts[left_out] = counts[cohort] - counts[total]
+    for group in groups:
+        counts["size", group] = size_of[group]
+        counts["n", group] = n_of[group]
+        counts[left_out, group] = size_of[group] - n_of[group]
+    # Each group's own sum comes first, so that an n giving away its group's
+    # patients left out is suppressed before partners are chosen for the totals.
+    sums = [
+        *((("size", group), (("n", group), (left_out, group))) for group in groups),
+        (cohort, tuple(("size", group) for group in groups)),
+        (total, tuple(("n", group) for group in groups)),
+        (left_out, tuple((left_out, group) for group in groups)),
+        (cohort, (total, left_out)),
+    ]
+    published = [cohort, total, *(("size", group) for group in plan.reportable)]
+    implied = [left_out, *((left_out, group) for group in groups)]
+    if hidden_size:
+        implied += [("size", elsewhere), ("n", elsewhere)]
+    result = suppress_complementary(counts, sums, minimum, published=published, implied=implied)
+    if result.unresolved:
+        # Such a sum relies only on published counts, as when the whole
+        # cohort has 1 to ``minimum - 1`` patients left out.
+        logger.warning(
+            "Attribute %s: %d sum(s) of included patients reveal a small count that no further suppression can hide",
+            plan.attribute,
+            len(result.unresolved),
+        )
+    return {cell[1] for cell in result.hidden}
 
 
 def flag_counts(attributes: Mapping[str, Any]) -> dict[str, dict[str, int]]:
@@ -282,7 +359,8 @@ def fairness_audit(
     -------
     dict
         ``attributes`` (per attribute: reference, reportable group sizes,
-        suppressed count and per-label, per-setting group metrics),
+        the number of suppressed groups and, of those, partners, and
+        per-label, per-setting group metrics),
         ``flag_counts``, ``flagged`` and the metric settings used.
     """
     n_boot = int(nested_get(config, "audit.bootstrap", 1000))
@@ -291,7 +369,13 @@ def fairness_audit(
     for name, plan in plans.items():
         if plan.reference is None:
             logger.warning("Attribute %s has no group reaching the disclosure minimum; it is not audited", name)
-            attributes[name] = {"reference": None, "groups": {}, "n_suppressed": plan.n_suppressed, "labels": {}}
+            attributes[name] = {
+                "reference": None,
+                "groups": {},
+                "n_suppressed": plan.n_suppressed,
+                "n_partners": plan.n_partners,
+                "labels": {},
+            }
             continue
         attributes[name] = audit_attribute(plan, labels, predictions, weights, minimum, config)
     counts = flag_counts(attributes)

@@ -3,8 +3,10 @@
 Every audit output is grouped by the sensitive attributes built here: the
 demographic and social category columns named in the configuration, the age
 band derived from ``age``, and intersections such as ``gender x ethnicity``.
-A group with fewer patients than the disclosure minimum is suppressed: its
-name never leaves this module except as part of a count.
+A group with fewer patients than the disclosure minimum is suppressed, and so
+are larger partner groups wherever shown groups and the cohort size would
+otherwise give a suppressed one away by subtraction. A suppressed group's name
+never leaves this module except as part of a count.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pandas as pd
 
 from hivcomorb.config import nested_get
 from hivcomorb.contract import UNKNOWN
-from hivcomorb.disclosure import is_reportable
+from hivcomorb.disclosure import is_reportable, suppress_complementary
 from hivcomorb.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -35,7 +37,13 @@ SUPPRESSED = "suppressed"
 
 @dataclass
 class AttributeGroups:
-    """The groups of one sensitive attribute and which of them may be shown."""
+    """The groups of one sensitive attribute and which of them may be shown.
+
+    ``counts`` contains the shown groups only. ``n_suppressed`` counts every
+    suppressed group, and ``n_partners`` those of them with at least the
+    disclosure minimum of patients, suppressed so that the smaller ones cannot
+    be worked out by subtraction.
+    """
 
     attribute: str
     values: pd.Series
@@ -44,9 +52,10 @@ class AttributeGroups:
     n_suppressed: int
     reference: str | None
     columns: tuple[str, ...] = field(default_factory=tuple)
+    n_partners: int = 0
 
     def is_reportable(self, group: str) -> bool:
-        """Return whether ``group`` reaches the disclosure minimum in the cohort."""
+        """Return whether ``group`` may be shown: it reaches the disclosure minimum and is no suppression partner."""
         return group in self.reportable
 
 
@@ -117,7 +126,13 @@ def sensitive_frame(cohort: pd.DataFrame, config: Mapping[str, Any]) -> pd.DataF
 
 
 def plan_groups(frame: pd.DataFrame, minimum: int, references: Mapping[str, str] | None = None) -> dict[str, AttributeGroups]:
-    """Count each attribute's groups, suppress the small ones and choose references.
+    """Count each attribute's groups, suppress the small ones and their partners, and choose references.
+
+    A group with fewer than ``minimum`` patients is suppressed. So is a larger
+    group whenever subtraction would otherwise give away a suppressed group,
+    or suppressed groups adding up to fewer than ``minimum`` patients. The
+    reader subtracts shown groups from the cohort size, or from a shown group
+    of an intersection's part (see :func:`hidden_groups`).
 
     Parameters
     ----------
@@ -128,40 +143,123 @@ def plan_groups(frame: pd.DataFrame, minimum: int, references: Mapping[str, str]
     references : mapping, optional
         Configured reference group per attribute. Without one, or when the
         configured group is absent or suppressed, the largest reportable group
-        is the reference.
+        is the reference. A configured reference is suppressed as a partner
+        only when no other group can be.
     """
-    references = dict(references or {})
+    references = {str(a): str(g) for a, g in (references or {}).items()}
+    counts_of = {attribute: _group_counts(frame[attribute]) for attribute in frame.columns}
+    spare = {(attribute, group) for attribute, group in references.items()}
+    hidden = hidden_groups(frame, counts_of, minimum, spare)
     plans: dict[str, AttributeGroups] = {}
     for attribute in frame.columns:
-        values = frame[attribute].astype("string")
-        counts = {str(k): int(v) for k, v in values.value_counts(dropna=False).items()}
+        counts = counts_of[attribute]
         ordered = sorted(counts, key=lambda g: (-counts[g], g))
-        reportable = [g for g in ordered if is_reportable(counts[g], minimum)]
-        # TODO: hide one more group when the groups left out add up to fewer than minimum patients, as Table 1
-        # does. Until then, a shown group (gender other, 12 patients) and Table 1's totals give away those left out.
+        reportable = [g for g in ordered if (attribute, g) not in hidden]
         n_suppressed = len(ordered) - len(reportable)
+        n_small = sum(1 for g in ordered if not is_reportable(counts[g], minimum))
         reference = reportable[0] if reportable else None
         configured = references.get(attribute)
         if configured is not None:
-            if str(configured) in reportable:
-                reference = str(configured)
+            if configured in reportable:
+                reference = configured
             else:
                 logger.warning(
-                    "Reference group for %s is absent or below the disclosure minimum; the largest group is used instead",
+                    "Reference group for %s is absent or suppressed, so the largest shown group is used instead",
                     attribute,
                 )
         plans[attribute] = AttributeGroups(
             attribute=attribute,
-            values=values,
+            values=frame[attribute].astype("string"),
             counts={g: counts[g] for g in reportable},
             reportable=reportable,
             n_suppressed=n_suppressed,
             reference=reference,
-            columns=tuple(attribute.split(INTERSECTION_SEPARATOR)),
+            columns=_columns_of(attribute),
+            n_partners=n_suppressed - n_small,
         )
         if n_suppressed:
-            logger.info("Attribute %s: %d group(s) below the disclosure minimum of %d suppressed", attribute, n_suppressed, minimum)
+            logger.info(
+                "Attribute %s: %d group(s) below the disclosure minimum of %d suppressed, and %d larger one(s) with them",
+                attribute,
+                n_small,
+                minimum,
+                n_suppressed - n_small,
+            )
     return plans
+
+
+def hidden_groups(
+    frame: pd.DataFrame,
+    counts_of: Mapping[str, Mapping[str, int]],
+    minimum: int,
+    spare: set[tuple[str, str]] | None = None,
+) -> frozenset[tuple[str, str]]:
+    """Return the ``(attribute, group)`` pairs to suppress, small groups and their partners.
+
+    The sums a reader can subtract along are:
+
+    * per attribute, the cohort size is the sum of the attribute's groups;
+    * per intersection such as ``gender x ethnicity``, and per attribute made
+      of some of its columns (``gender``), each group of that attribute
+      (``female``) is the sum of the intersection groups inside it
+      (``female & white``, ``female & asian`` and so on).
+
+    The cohort size is always published. An intersection group is suppressed
+    whenever a group it is part of is, because Table 1 shows only
+    intersection groups whose parts are shown. Partners are chosen by
+    :func:`hivcomorb.disclosure.suppress_complementary`, smallest first, so
+    within one attribute the smallest shown group goes until the suppressed
+    ones add up to at least ``minimum`` patients. Groups in ``spare`` are
+    chosen only when a sum offers no other.
+    """
+    cohort_key = (None, None)
+    counts: dict[tuple[Any, Any], int] = {cohort_key: len(frame)}
+    sums: list[tuple[tuple[Any, Any], tuple[tuple[str, str], ...]]] = []
+    for attribute, groups in counts_of.items():
+        counts.update({(attribute, group): count for group, count in groups.items()})
+        sums.append((cohort_key, tuple((attribute, group) for group in groups)))
+
+    # NOTE: Table 1 counts these intersection sizes as printed only for the
+    # intersections listed in audit.cohort_table.by. For the others it may
+    # choose other two-way cells as partners, and the two outputs together
+    # can then give a suppressed count away.
+    hidden_with: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for intersection in counts_of:
+        for part in counts_of:
+            if part == intersection or not set(_columns_of(part)) < set(_columns_of(intersection)):
+                continue
+            pairs = pd.DataFrame({"part": _group_names(frame[part]), "group": _group_names(frame[intersection])}).drop_duplicates()
+            if pairs["group"].duplicated().any():
+                # The intersection's values were not built from the part's, so
+                # the part's groups are not sums of the intersection's.
+                logger.warning("Intersection %s does not split the groups of %s, so no sum between them is checked", intersection, part)
+                continue
+            for part_group, members in pairs.groupby("part", sort=False)["group"]:
+                cell = (part, str(part_group))
+                inside = tuple((intersection, str(group)) for group in members)
+                sums.append((cell, inside))
+                hidden_with.setdefault(cell, []).extend(inside)
+
+    result = suppress_complementary(counts, sums, minimum, published=[cohort_key], hidden_with=hidden_with, spare=spare or ())
+    if result.unresolved:
+        # Such a sum relies only on the cohort size, as when the cohort has
+        # fewer than ``minimum`` patients, so the count it gives away can
+        # still be worked out.
+        logger.warning("Group suppression: %d sum(s) reveal a small count that no further suppression can hide", len(result.unresolved))
+    return frozenset(result.hidden)
+
+
+def _columns_of(attribute: str) -> tuple[str, ...]:
+    return tuple(attribute.split(INTERSECTION_SEPARATOR))
+
+
+def _group_names(series: pd.Series) -> pd.Series:
+    """Return each patient's group name, spelled as in :func:`_group_counts`."""
+    return series.astype("string").astype(object).map(str)
+
+
+def _group_counts(series: pd.Series) -> dict[str, int]:
+    return {str(k): int(v) for k, v in series.astype("string").value_counts(dropna=False).items()}
 
 
 def count_status(count: float, minimum: int) -> str:

@@ -57,7 +57,8 @@ def cohort_section(audit: Mapping[str, Any]) -> str:
     body = [
         htmlkit.paragraph(
             f"Patients of the audited cohort by group. Groups and categories with fewer than {minimum} patients are "
-            "not shown, and cells counting fewer than that read 'suppressed'. Some larger cells read 'suppressed' too, "
+            f"not shown. When those left out would add up to fewer than {minimum}, the smallest of the rest is left "
+            f"out too, to protect them. Cells counting fewer than {minimum} read 'suppressed'. Some larger cells read 'suppressed' too, "
             "so that no hidden count can be worked out by subtracting shown cells from a shown total, in this table "
             "or in another. Lab values are in the contract's canonical units; label percentages are of the patients "
             "whose label is known."
@@ -142,6 +143,20 @@ def explanation_section(audit: Mapping[str, Any], folder: Path, run_id: str | No
     return htmlkit.section("audit-explanations", "Explanation audit", "\n".join(body))
 
 
+def _suppression_note(attribute: Mapping[str, Any], minimum: Any) -> str:
+    """Return how many groups of one fairness attribute are suppressed and why, or '' when none are."""
+    suppressed = int(attribute.get("n_suppressed") or 0)
+    if not suppressed:
+        return ""
+    partners = int(attribute.get("n_partners") or 0)
+    reasons = []
+    if suppressed > partners:
+        reasons.append(f"{suppressed - partners} with fewer than {minimum} patients")
+    if partners:
+        reasons.append(f"{partners} larger one(s) hidden so that smaller groups cannot be worked out by subtraction")
+    return f"{suppressed} group(s) suppressed: {', and '.join(reasons)}"
+
+
 def _worst(flags: list[str]) -> str:
     return min(flags, key=lambda f: FLAG_ORDER[f]) if flags else NOT_ASSESSED
 
@@ -160,7 +175,9 @@ def fairness_section(audit: Mapping[str, Any], folder: Path, run_id: str | None)
             f"over {fairness.get('bootstrap')} resamples. Traffic lights rate the absolute difference from the "
             f"reference ({fairness.get('flag_basis')} basis): {threshold_text}. 'undefined' means the metric cannot be "
             "computed for the group (for example AUROC with one class present); 'suppressed' means it rests on fewer "
-            "patients than the disclosure minimum. A difference in selection rate partly reflects a real difference "
+            "patients than the disclosure minimum. The n of a group, its patients with a known label and a prediction, "
+            "reads 'suppressed' when subtracting it from the group's size or from the total would give away a count "
+            "of fewer patients than the minimum. A difference in selection rate partly reflects a real difference "
             "in how common the comorbidity is between groups; differences in sensitivity, false-positive rate, PPV "
             "and calibration are errors that the model makes unequally."
         )
@@ -237,7 +254,8 @@ def fairness_section(audit: Mapping[str, Any], folder: Path, run_id: str | None)
                         flag = values.get("flag", NOT_ASSESSED)
                         row.append(flag_badge(flag, _metric_text(values)) if flag in (RED, AMBER) else _metric_text(values))
                     rows.append(row)
-        note = f"; {attribute['n_suppressed']} group(s) suppressed" if attribute["n_suppressed"] else ""
+        note = _suppression_note(attribute, audit.get("min_group_size"))
+        note = f"; {note}" if note else ""
         table = htmlkit.table(
             ["label", "group", "setting", "n", *(METRIC_TITLES[m] for m in METRICS)],
             rows,
@@ -298,6 +316,20 @@ def audit_sections(audit: Mapping[str, Any], folder: Path, run_id: str | None) -
     ]
     suppressed = audit.get("suppressed") or {}
     if any(suppressed.values()):
-        text = ", ".join(f"{a}: {n}" for a, n in suppressed.items() if n)
-        parts.append(htmlkit.paragraph(f"Groups suppressed for having fewer than {audit.get('min_group_size')} patients, by attribute: {text}."))
+        fairness_attributes = (audit.get("fairness") or {}).get("attributes") or {}
+        counts = []
+        for name, n in suppressed.items():
+            if not n:
+                continue
+            partners = int((fairness_attributes.get(name) or {}).get("n_partners") or 0)
+            counts.append(f"{name}: {n}" + (f" ({partners} of them hidden to protect smaller groups)" if partners else ""))
+        minimum = audit.get("min_group_size")
+        parts.append(
+            htmlkit.paragraph(
+                f"Groups suppressed, by attribute: {', '.join(counts)}. A group is suppressed when it has fewer than "
+                f"{minimum} patients. A larger group is hidden too when the suppressed groups would otherwise add up "
+                f"to fewer than {minimum} patients, or could be worked out exactly, by subtracting the shown groups "
+                "from the cohort size or from a shown group of an intersection."
+            )
+        )
     return "\n".join(parts)

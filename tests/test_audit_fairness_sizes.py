@@ -1,0 +1,144 @@
+"""Tests of the n printed beside each group's fairness metrics.
+
+The n counts a group's patients with a known label and a prediction.
+``reader_recoveries`` gives the reader the cohort size, the shown group
+sizes, the number of included patients and the printed n's. It then checks
+with ``recoveries`` that subtraction gives away no suppressed n, no
+suppressed group and no count of patients left out below the minimum.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hivcomorb.audit.fairness import SettingPredictions, fairness_audit
+from hivcomorb.audit.groups import SUPPRESSED, plan_groups
+
+from test_disclosure import recoveries
+
+MINIMUM = 10
+CONFIG = {"audit": {"bootstrap": 20, "confidence": 0.95, "calibration_bins": 5, "flags": {}}}
+
+
+def audit_sizes(group: list[str], y: np.ndarray, seed: int = 0) -> tuple[dict, dict]:
+    """Run the fairness audit of one attribute and return its plan and the printed n per shown group."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"attribute": pd.Series(group, dtype="string")})
+    plans = plan_groups(frame, MINIMUM)
+    scores = rng.random(len(group))
+    predictions = {
+        "aware": SettingPredictions(
+            setting="aware",
+            model="model",
+            scores={"label": scores},
+            thresholds={"label": np.full(len(group), 0.5)},
+            decisions={"label": (scores >= 0.5).astype(float)},
+        )
+    }
+    audit = fairness_audit(plans, pd.DataFrame({"label": y}), predictions, MINIMUM, CONFIG, seed=1)
+    groups = audit["attributes"]["attribute"]["labels"]["label"]["aware"]
+    return plans["attribute"], {name: cell["n"] for name, cell in groups.items()}
+
+
+def reader_recoveries(group: list[str], y: np.ndarray, plan, printed: dict) -> list[str]:
+    values = pd.Series(group)
+    known = pd.Series(np.isfinite(y))
+    names = sorted(values.unique())
+    truth = {"cohort": len(values), "included": int(known.sum()), "left out": int((~known).sum())}
+    for name in names:
+        members = values == name
+        truth["size", name] = int(members.sum())
+        truth["n", name] = int((members & known).sum())
+        truth["left out", name] = int((members & ~known).sum())
+    sums = [
+        ("cohort", tuple(("size", name) for name in names)),
+        ("included", tuple(("n", name) for name in names)),
+        ("left out", tuple(("left out", name) for name in names)),
+        ("cohort", ("included", "left out")),
+        *((("size", name), (("n", name), ("left out", name))) for name in names),
+    ]
+    published = {"cohort": truth["cohort"], "included": truth["included"]}
+    published.update({("size", name): count for name, count in plan.counts.items()})
+    published.update({("n", name): n for name, n in printed.items() if n != SUPPRESSED})
+    protected = {("n", name) for name, n in printed.items() if n == SUPPRESSED}
+    protected |= {("size", name) for name in names if name not in plan.counts}
+    return recoveries(published, truth, sums, protected, MINIMUM)
+
+
+def labels_with_unknown(group: list[str], unknown: dict[str, int], seed: int = 0) -> np.ndarray:
+    """Return 0/1 labels with the first ``unknown[name]`` patients of each named group unknown (NaN)."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(len(group)) < 0.3).astype(float)
+    values = np.asarray(group, dtype=object)
+    for name, count in unknown.items():
+        y[np.flatnonzero(values == name)[:count]] = np.nan
+    return y
+
+
+GROUPS = ["large"] * 200 + ["middle"] * 60 + ["small"] * 13 + ["rare"] * 4 + ["scarce"] * 6
+
+
+def test_fairness_n_all_known_printed():
+    y = labels_with_unknown(GROUPS, {})
+    _, printed = audit_sizes(GROUPS, y)
+    assert printed == {"large": 200, "middle": 60, "small": 13}
+
+
+def test_fairness_n_one_unknown_suppressed():
+    # 13 patients, 12 with a known label: 13 - 12 would give away the 1 without one.
+    y = labels_with_unknown(GROUPS, {"large": 20, "middle": 15, "small": 1})
+    _, printed = audit_sizes(GROUPS, y)
+    assert printed["small"] == SUPPRESSED
+
+
+def test_fairness_n_one_unknown_gets_partner():
+    # The included total minus the other n's would give the suppressed n back.
+    y = labels_with_unknown(GROUPS, {"large": 20, "middle": 15, "small": 1})
+    plan, printed = audit_sizes(GROUPS, y)
+    assert sum(n == SUPPRESSED for n in printed.values()) == 2
+    assert reader_recoveries(GROUPS, y, plan, printed) == []
+
+
+def test_fairness_n_large_unknown_counts_printed():
+    # Every group and the suppressed groups together have at least 10 without a label.
+    y = labels_with_unknown(GROUPS, {"large": 20, "middle": 15, "small": 0, "rare": 4, "scarce": 6})
+    _, printed = audit_sizes(GROUPS, y)
+    assert printed == {"large": 180, "middle": 45, "small": 13}
+
+
+def test_fairness_n_suppressed_groups_included_protected():
+    # The 10 patients of suppressed groups include 2 without a label, so
+    # included minus the printed n's would give away the 8 with one.
+    y = labels_with_unknown(GROUPS, {"large": 20, "middle": 10, "rare": 2})
+    plan, printed = audit_sizes(GROUPS, y)
+    assert SUPPRESSED in printed.values()
+    assert reader_recoveries(GROUPS, y, plan, printed) == []
+
+
+def test_fairness_n_zero_printed():
+    y = labels_with_unknown(GROUPS, {"middle": 60})
+    _, printed = audit_sizes(GROUPS, y)
+    assert printed["middle"] == 0
+
+
+def test_fairness_n_few_unknown_in_cohort_warns(caplog):
+    # The cohort size minus the included patients gives away the 3 without a
+    # label, whatever the n's show.
+    y = labels_with_unknown(GROUPS, {"large": 3})
+    with caplog.at_level("WARNING", logger="hivcomorb.audit.fairness"):
+        audit_sizes(GROUPS, y)
+    assert "no further suppression" in caplog.text
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_fairness_n_random_cohort_protected(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(150, 500))
+    group = list(rng.choice(["a", "b", "c", "d", "e", "f"], size=n, p=[0.45, 0.25, 0.12, 0.1, 0.05, 0.03]))
+    y = np.where(rng.random(n) < rng.uniform(0.04, 0.12), np.nan, (rng.random(n) < 0.3).astype(float))
+    if 0 < np.isnan(y).sum() < MINIMUM:
+        pytest.skip("the cohort's patients without a label are fewer than the minimum, which no n can hide")
+    plan, printed = audit_sizes(group, y, seed)
+    assert reader_recoveries(group, y, plan, printed) == []
