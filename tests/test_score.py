@@ -190,6 +190,21 @@ def test_stamps_in_parquet_metadata(scored):
     assert metadata["model_version"] == "unregistered"
 
 
+def test_chunk_counts_not_logged_as_extract_counts(scored, tmp_path, caplog):
+    out = tmp_path / "scores.parquet"
+    with caplog.at_level(logging.INFO, logger="hivcomorb"):
+        extract = scored.paths["scores"].parent.parent / "extract.csv"
+        model = str(scored.bundle_paths["aware"])
+        result = score_extract(scored.fast_ctx, extract, out, model=model, chunk_rows=150, reasons=False, track=False)
+    info = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert not [m for m in info if "= kept" in m]
+    counts = result["counts"]
+    assert counts["rows_read"] == len(scored.extract)
+    assert [m for m in info if f"read {counts['rows_read']} = scored {counts['rows_scored']}" in m]
+    chunk_lines = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG and "= kept" in r.getMessage()]
+    assert chunk_lines == [] or all(", rows " in m for m in chunk_lines)
+
+
 def test_summary_files_written(scored):
     html = scored.paths["summary_html"].read_text(encoding="utf-8")
     document = json.loads(scored.paths["summary_json"].read_text(encoding="utf-8"))

@@ -125,6 +125,7 @@ def ingest_frame(
     allow_empty: bool = False,
     hash_content: bool = True,
     deciding_rows: bool = False,
+    chunk: bool = False,
 ) -> IngestResult:
     """Ingest one extract frame into the canonical cohort.
 
@@ -161,6 +162,10 @@ def ingest_frame(
         Also return the kept rows that decide each expectation of the suite,
         so that a caller can validate many chunks in one run
         (:class:`hivcomorb.ingest.validate.CompactCohort`).
+    chunk : bool
+        The frame is one chunk of a larger extract. Its row count is then
+        logged at DEBUG level with its row numbers, because the caller's count
+        for the whole extract is the one that reconciles.
 
     Returns
     -------
@@ -228,7 +233,11 @@ def ingest_frame(
     rows_kept = canonical.height
     rows_quarantined = n_rows - rows_kept
     reconciliation = f"read {n_rows} = kept {rows_kept} + quarantined {rows_quarantined}"
-    logger.info("Extract %s: %s", source_name, reconciliation)
+    if chunk:
+        # The caller logs the extract's own count once ids repeated across chunks are quarantined too.
+        logger.debug("Extract %s, rows %d-%d: %s", source_name, row_offset + 1, row_offset + n_rows, reconciliation)
+    else:
+        logger.info("Extract %s: %s", source_name, reconciliation)
 
     quarantine = _quarantine_frame(quarantine_entries, row_offset)
     if rows_kept == 0 and not allow_empty:

@@ -437,6 +437,7 @@ def score_extract(
                     allow_empty=True,
                     hash_content=False,
                     deciding_rows=compact is not None,
+                    chunk=True,
                 )
                 if compact is not None:
                     compact.add(result.deciding_rows, len(result.cohort))
