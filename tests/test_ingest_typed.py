@@ -13,6 +13,7 @@ from hivcomorb.contract import load_contract
 from hivcomorb.ingest import canonical
 from hivcomorb.ingest.canonical import default_options, ingest_frame
 from hivcomorb.ingest.mapping import load_mapping, plan_mapping
+from hivcomorb.ingest.readers import read_extract_with_info
 from hivcomorb.ingest.typed import parse_clean_numbers
 from hivcomorb.synth import generate
 
@@ -134,9 +135,11 @@ def test_unit_declared_in_mapping_goes_to_column_parse(typed_extract: pl.DataFra
     assert "cd4_count" in clean
 
 
-def test_text_columns_go_to_column_parse(typed_extract: pl.DataFrame) -> None:
-    frame = typed_extract.with_columns(pl.col("haemoglobin").cast(pl.String))
+def test_boolean_column_goes_to_column_parse(typed_extract: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = typed_extract.with_columns((pl.col("haemoglobin") > 130).alias("haemoglobin"))
     assert "haemoglobin" not in _clean_columns(frame)
+    fast, slow = _ingest_both(frame, monkeypatch)
+    _assert_same(fast, slow)
 
 
 def test_integer_values_stay_integers(typed_extract: pl.DataFrame) -> None:
@@ -148,3 +151,30 @@ def test_integer_values_stay_integers(typed_extract: pl.DataFrame) -> None:
     assert quintile.censor is None
     expected = typed_extract["deprivation_quintile"].cast(pl.Float64).to_numpy()
     assert np.array_equal(quintile.values.cast(pl.Float64).to_numpy(), expected, equal_nan=True)
+
+
+@pytest.fixture(scope="module")
+def text_extract(typed_extract: pl.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> pl.DataFrame:
+    """The same extract written as CSV and read back as text, as ingestion reads a CSV file."""
+    path = tmp_path_factory.mktemp("typed") / "extract.csv"
+    typed_extract.write_csv(path)
+    frame, _ = read_extract_with_info(path)
+    assert frame.schema["haemoglobin"] == pl.String
+    return frame
+
+
+def test_clean_text_takes_one_query(text_extract: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    numbers = {c.name for c in CONTRACT.columns if c.dtype in ("number", "integer") and c.name in text_extract.columns}
+    assert _clean_columns(text_extract) == numbers
+    fast, slow = _ingest_both(text_extract, monkeypatch)
+    _assert_same(fast, slow)
+
+
+@pytest.mark.parametrize("cell", ["NA", "", " 12.5", "12,5", "<5", "12 g/L", "inf", "nan", "abc", "1e400"])
+def test_text_cell_goes_to_column_parse(text_extract: pl.DataFrame, monkeypatch: pytest.MonkeyPatch, cell: str) -> None:
+    cells = text_extract["haemoglobin"].to_list()
+    cells[4] = cell
+    frame = text_extract.with_columns(pl.Series("haemoglobin", cells, dtype=pl.String))
+    assert "haemoglobin" not in _clean_columns(frame)
+    fast, slow = _ingest_both(frame, monkeypatch)
+    _assert_same(fast, slow)

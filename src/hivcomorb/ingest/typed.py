@@ -1,8 +1,9 @@
-"""Parsing of all clean typed number columns of a chunk in two polars queries.
+"""Parsing of all clean number columns of a chunk in two polars queries.
 
-A Parquet or pandas extract delivers numbers already typed. For such a column
-in its canonical unit, with canonical censoring flags (``<``, ``>`` or
-nothing) and no value to quarantine, the per-column parse of
+A Parquet or pandas extract delivers numbers already typed, and in most CSV
+columns every cell is a plain number. For such a column in its canonical
+unit, with canonical censoring flags (``<``, ``>`` or nothing) and no value
+to quarantine, the per-column parse of
 :mod:`hivcomorb.ingest.canonical` reduces to "finite values, flags where a
 value exists". Its many small polars calls cost more than that work on a
 chunk of 100,000 rows, so :func:`parse_clean_numbers` checks every such column
@@ -37,10 +38,10 @@ def parse_clean_numbers(
 ) -> dict[str, CleanNumbers]:
     """Return the number columns of ``data`` that need no per-column parse, by canonical name.
 
-    A column qualifies when its source is a typed number column in the
-    canonical unit (as declared or by default) with no unit column. Its
-    censoring flags, if mapped, must be text holding only ``<``, ``>`` or
-    nothing. No cell may need quarantine: no infinite value, none outside the
+    A column qualifies when its source is a typed number column, or text
+    whose every cell is a plain number, in the canonical unit (as declared or
+    by default) with no unit column. Its censoring flags, if mapped, must be
+    text holding only ``<``, ``>`` or nothing. No cell may need quarantine: no infinite value, none outside the
     possible range and no fraction in an integer column. A lab whose values
     mostly fall outside its usual range goes back to the per-column parse,
     whose suspected-unit check decides on it.
@@ -54,35 +55,52 @@ def parse_clean_numbers(
     if not candidates:
         return {}
 
+    # Each source column is cast once, because a string to float cast costs more than every check together.
+    numbers = data.select([_number(schema, plan).alias(column.name) for column, plan in candidates])
+    text_cells = data.select(
+        [pl.col(plan.source).is_not_null().sum().alias(column.name) for column, plan in candidates if schema[plan.source] == pl.String]
+    )
+    text_counts = text_cells.row(0, named=True) if text_cells.width else {}
+    flag_checks = data.select(
+        [
+            (pl.col(plan.censor_column).is_not_null() & ~pl.col(plan.censor_column).is_in(_CANONICAL_FLAGS)).sum().alias(column.name)
+            for column, plan in candidates
+            if plan.censor_column is not None
+        ]
+    )
+    bad_flags = flag_checks.row(0, named=True) if flag_checks.width else {}
+    checks = numbers.select([expr for column, _ in candidates for expr in _check_exprs(column)]).row(0, named=True)
+
     settings = opts.get("suspected_unit") or {}
     min_values = int(settings.get("min_values", 20))
     max_share_declared = float(settings.get("max_share_declared", 0.5))
-    checks = data.select([expr for column, plan in candidates for expr in _check_exprs(column, plan)]).row(0, named=True)
-
     clean = []
     for column, plan in candidates:
         name = column.name
-        if checks[f"{name}:bad"] or checks.get(f"{name}:bad_flags"):
+        finite = checks[f"{name}:finite"]
+        # A text cell that the cast did not read as a finite number is one the per-column parse must read:
+        # a missing-value word, a censored result, a number with a unit, or an error.
+        unread = text_counts[name] - finite if name in text_counts else checks[f"{name}:infinite"]
+        if unread or checks[f"{name}:bad"] or bad_flags.get(name):
             continue
-        finite = checks.get(f"{name}:finite")
-        if finite is not None and finite >= max(1, min_values) and checks[f"{name}:usual"] / finite <= max_share_declared:
-            continue
+        if column.role == "lab" and column.usual is not None and column.unit is not None:
+            if finite >= max(1, min_values) and checks[f"{name}:usual"] / finite <= max_share_declared:
+                continue
         clean.append((column, plan))
     if not clean:
         return {}
 
     outputs = []
     for column, plan in clean:
-        value = pl.col(plan.source).cast(pl.Float64)
-        value = pl.when(value.is_finite()).then(value)
+        value = pl.when(pl.col(column.name).is_finite()).then(pl.col(column.name))
         if column.dtype == "integer":
             outputs.append(value.round(0).cast(pl.Int64, strict=False).alias(column.name))
         else:
             outputs.append(value.alias(column.name))
         if column.role == "lab":
-            flags = pl.col(plan.censor_column).cast(pl.String) if plan.censor_column else pl.lit(None, dtype=pl.String)
+            flags = data[plan.censor_column].cast(pl.String) if plan.censor_column else pl.lit(None, dtype=pl.String)
             outputs.append(pl.when(value.is_not_null()).then(flags).alias(f"{column.name}{CENSOR_SUFFIX}"))
-    parsed = data.select(outputs)
+    parsed = numbers.select(outputs)
     return {
         column.name: CleanNumbers(
             values=parsed[column.name],
@@ -97,30 +115,40 @@ def _is_candidate(schema: pl.Schema, column: Column, plan: ColumnPlan) -> bool:
         return False
     if (plan.unit or column.unit) != column.unit:
         return False
-    if not schema[plan.source].is_numeric():
+    source_type = schema[plan.source]
+    if not (source_type.is_numeric() or source_type == pl.String):
         return False
     if plan.censor_column is not None and schema[plan.censor_column] != pl.String:
         return False
     return True
 
 
-def _check_exprs(column: Column, plan: ColumnPlan) -> list[pl.Expr]:
-    """Return one-row expressions: count of cells to quarantine, and what the suspected-unit check needs."""
+def _number(schema: pl.Schema, plan: ColumnPlan) -> pl.Expr:
+    """Return the source column as Float64; text that is not a plain number becomes null.
+
+    The cast is the one :func:`hivcomorb.ingest.parse.parse_numeric` tries
+    first, so a text cell it reads gets the same value there.
+    """
+    return pl.col(plan.source).cast(pl.Float64, strict=schema[plan.source] != pl.String)
+
+
+def _check_exprs(column: Column) -> list[pl.Expr]:
+    """Return one-row expressions over the cast column: counts of finite, infinite and out-of-rule values, and of usual ones."""
     name = column.name
-    value = pl.col(plan.source).cast(pl.Float64)
-    bad = value.is_infinite()
+    value = pl.col(name)
+    finite = value.is_finite().fill_null(False)
+    bad = pl.lit(False)
     if column.possible is not None:
         low, high = column.possible
-        bad = bad | (value.is_finite() & ((value < low) | (value > high)))
+        bad = bad | (finite & ((value < low) | (value > high)))
     if column.dtype == "integer":
-        bad = bad | (value.is_finite() & (value != value.round(0)))
-    exprs = [bad.fill_null(False).sum().alias(f"{name}:bad")]
-    if plan.censor_column is not None:
-        flags = pl.col(plan.censor_column)
-        exprs.append((flags.is_not_null() & ~flags.is_in(_CANONICAL_FLAGS)).sum().alias(f"{name}:bad_flags"))
-    if column.role == "lab" and column.unit is not None and column.usual is not None:
+        bad = bad | (finite & (value != value.round(0)))
+    exprs = [
+        finite.sum().alias(f"{name}:finite"),
+        value.is_infinite().fill_null(False).sum().alias(f"{name}:infinite"),
+        bad.fill_null(False).sum().alias(f"{name}:bad"),
+    ]
+    if column.usual is not None:
         low, high = column.usual
-        finite = value.is_finite().fill_null(False)
-        exprs.append(finite.sum().alias(f"{name}:finite"))
         exprs.append((finite & (value >= low) & (value <= high)).sum().alias(f"{name}:usual"))
     return exprs
