@@ -13,6 +13,7 @@ from hivcomorb.bundle import ModelBundle
 from hivcomorb.contract import Contract
 from hivcomorb.errors import ModelError
 from hivcomorb.pyfunc import OutOfDistributionDetector
+from hivcomorb.score.reasons import number_texts
 
 logger = logging.getLogger(__name__)
 
@@ -91,17 +92,20 @@ def range_flags(frame: pd.DataFrame, ranges: dict[str, tuple[float, float]], uni
     n_rows = len(frame)
     parts: list[tuple[np.ndarray, str]] = []
     flags = np.zeros(n_rows, dtype=bool)
-    for column, (low, high) in ranges.items():
-        if column not in frame.columns:
-            continue
+    columns = [column for column in ranges if column in frame.columns]
+    # Every limit is formatted in one call, the way reasons print values (293812.0 reads 293,800).
+    limits = pl.Series([float(limit) for column in columns for limit in ranges[column]], dtype=pl.Float64)
+    limit_texts = number_texts(limits).to_list()
+    for column, low_text, high_text in zip(columns, limit_texts[0::2], limit_texts[1::2]):
+        low, high = ranges[column]
         values = pd.to_numeric(frame[column]).astype("float64").to_numpy(na_value=np.nan)
         unit = f" {units[column]}" if units.get(column) else ""
         below = values < low
         above = values > high
         if below.any():
-            parts.append((below, f"{column} below training minimum {low:.4g}{unit}"))
+            parts.append((below, f"{column} below training minimum {low_text}{unit}"))
         if above.any():
-            parts.append((above, f"{column} above training maximum {high:.4g}{unit}"))
+            parts.append((above, f"{column} above training maximum {high_text}{unit}"))
         flags |= below | above
     # Only flagged rows get a text, so the texts are built for those rows alone.
     rows = np.flatnonzero(flags)
