@@ -5,9 +5,17 @@ Group counts go through small-cell suppression (:mod:`hivcomorb.disclosure`)
 before they are written. A group smaller than the minimum is not shown. Within
 a shown group, a count is hidden when it or the rest of the group is between 1
 and the minimum minus 1, because either would reveal a small number of patients.
-The totals per label are published, so complementary suppression then hides
-further cells until no hidden count can be recovered by subtraction
-(:func:`complementary_hidden`).
+
+The rows scored and the totals per label are published, and each is the sum of
+one count over the groups of a column. Complementary suppression therefore
+hides further counts until none of the hidden ones can be recovered by
+subtraction (:func:`complementary_hidden`). It hides single counts, not whole
+groups: a large group chosen to protect the sizes of the small groups loses
+its patient count, and each of its flag counts is hidden only where the total
+of that count needs a partner too. Bounds from counts being non-negative are
+not protected, apart from one case: a flag count equal to a hidden group size
+is hidden, because it bounds that size from below and with it the small
+groups' total from above.
 """
 
 from __future__ import annotations
@@ -119,25 +127,33 @@ class ScoreCounts:
         return self.rows_read == self.rows_scored + self.rows_quarantined
 
     def suppressed_groups(self, minimum: int) -> dict[str, dict[str, Any]]:
-        """Return the group counts with small cells, and the cells that would reveal them, replaced by ``suppressed``."""
+        """Return the group counts with small cells, and the cells that would reveal them, replaced by ``suppressed``.
+
+        A group smaller than ``minimum`` reads ``suppressed`` as a whole. Any
+        other group keeps its entry, in which single counts, ``patients``
+        included, may read ``suppressed``.
+        """
         keys = [*self.labels, "out_of_distribution"]
         out: dict[str, dict[str, Any]] = {}
         for column, groups in self.by_group.items():
             names = sorted(groups)
-            hidden_groups = complementary_hidden(
-                {name: groups[name]["patients"] for name in names},
-                {name for name in names if not is_reportable(groups[name]["patients"], minimum)},
-                minimum,
-            )
-            visible: dict[str, Any] = {name: SUPPRESSED for name in hidden_groups}
-            shown_groups = [name for name in names if name not in hidden_groups]
-            for name in shown_groups:
-                total = groups[name]["patients"]
-                visible[name] = {"patients": total, **{key: reportable_count(groups[name][key], total, minimum) for key in keys}}
-            # A hidden group's flag counts are hidden cells of every key.
+            sizes = {name: groups[name]["patients"] for name in names}
+            small = {name for name in names if not is_reportable(sizes[name], minimum)}
+            hidden_sizes = complementary_hidden(sizes, small, minimum)
+            visible: dict[str, Any] = {name: SUPPRESSED for name in small}
+            reportable = [name for name in names if name not in small]
+            for name in reportable:
+                size = sizes[name]
+                cells: dict[str, Any] = {"patients": SUPPRESSED if name in hidden_sizes else size}
+                for key in keys:
+                    count = groups[name][key]
+                    bounds_size = name in hidden_sizes and count == size > 0
+                    cells[key] = SUPPRESSED if bounds_size else reportable_count(count, size, minimum)
+                visible[name] = cells
+            # A small group's flag counts are hidden cells of every key.
             for key in keys:
                 counts = {name: groups[name][key] for name in names}
-                hidden = set(hidden_groups) | {name for name in shown_groups if visible[name][key] == SUPPRESSED}
+                hidden = small | {name for name in reportable if visible[name][key] == SUPPRESSED}
                 for name in complementary_hidden(counts, hidden, minimum) - hidden:
                     visible[name][key] = SUPPRESSED
             out[column] = {name: visible[name] for name in names}
@@ -167,21 +183,27 @@ class ScoreCounts:
 def complementary_hidden(counts: Mapping[str, int], hidden: set[str], minimum: int) -> set[str]:
     """Return ``hidden`` grown until the hidden counts cannot be recovered by subtraction.
 
-    The total over all groups is published, so the hidden cells' sum is
-    known. While exactly one cell is hidden, or the hidden cells add up to
-    between 1 and ``minimum - 1``, the smallest shown positive count is
-    hidden too. When no such count is left, the set is returned as it is.
+    The total over all groups is published, so the hidden cells' sum is known.
+    The hidden set is safe when that sum is 0, or when it has at least two
+    cells and the sum is at least ``minimum``. A sum of 0 gives away only that
+    every hidden count is 0, as a shown 0 does. While the set is not safe, the
+    smallest shown positive count that makes it safe is hidden too. When no
+    single count is enough, the largest is hidden and the search repeats. When
+    no shown positive count is left, the set is returned as it is.
     """
     hidden = set(hidden)
-    while hidden:
-        hidden_sum = sum(counts[name] for name in hidden)
-        if len(hidden) > 1 and not 0 < hidden_sum < minimum:
-            break
-        candidates = [name for name in counts if name not in hidden and counts[name] > 0]
+    while not _is_safe(counts, hidden, minimum):
+        candidates = sorted((name for name in counts if name not in hidden and counts[name] > 0), key=lambda name: (counts[name], name))
         if not candidates:
             break
-        hidden.add(min(candidates, key=lambda name: (counts[name], name)))
+        enough = [name for name in candidates if _is_safe(counts, hidden | {name}, minimum)]
+        hidden.add(enough[0] if enough else candidates[-1])
     return hidden
+
+
+def _is_safe(counts: Mapping[str, int], hidden: set[str], minimum: int) -> bool:
+    hidden_sum = sum(counts[name] for name in hidden)
+    return hidden_sum == 0 or (len(hidden) > 1 and hidden_sum >= minimum)
 
 
 def reportable_count(count: int, total: int, minimum: int) -> int | str:
