@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from hivcomorb.cli import configure_logging
     from hivcomorb.config import load_config
     from hivcomorb.context import RunContext
+    from hivcomorb.errors import ModelError
     from hivcomorb.score import score_extract
 
     configure_logging("WARNING")
@@ -84,7 +85,13 @@ def main(argv: list[str] | None = None) -> int:
             runs = []
             for _ in range(args.repeat):
                 with measure() as m:
-                    result = score_extract(ctx, extract, Path(tmp) / "scores.parquet", model=args.model, reasons=CASES[case], track=False)
+                    try:
+                        result = score_extract(
+                            ctx, extract, Path(tmp) / "scores.parquet", model=args.model, reasons=CASES[case], track=False
+                        )
+                    except ModelError as exc:
+                        print(exc, file=sys.stderr)
+                        return 1
                 runs.append(m)
             best = min(runs, key=lambda run: run.seconds)
             n_rows = result["counts"]["rows_read"]
