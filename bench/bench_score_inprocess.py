@@ -31,7 +31,20 @@ from benchlib import ROOT, measure, publish
 CASES = {"without-reasons": False, "with-reasons": True}
 
 
+# Scoring without reasons must reach this many patients per second on an extract of TARGET_ROWS.
 TARGET_PER_SECOND = 200_000
+TARGET_ROWS = 1_000_000
+WARM_UP_ROWS = 1_000
+
+
+def write_head(source: Path, target: Path, n_rows: int) -> None:
+    """Write the first ``n_rows`` of the extract ``source`` to ``target``, in the same format."""
+    import polars as pl
+
+    if source.suffix == ".parquet":
+        pl.scan_parquet(source).head(n_rows).collect().write_parquet(target)
+    else:
+        pl.read_csv(source, infer_schema=False, n_rows=n_rows).write_csv(target)
 
 
 def write_extract(path: Path, n_rows: int, file_format: str) -> None:
@@ -81,27 +94,35 @@ def main(argv: list[str] | None = None) -> int:
         extract = Path(args.extract) if args.extract else Path(tmp) / f"extract.{args.format}"
         if not extract.is_file():
             write_extract(extract, args.rows, args.format)
+        # An untimed run on a few rows pays the one-off costs of the process (Great Expectations'
+        # import takes about 4 s, SHAP's about 1 s), which the timed runs would otherwise include.
+        warm_up = Path(tmp) / f"warm-up{extract.suffix}"
+        write_head(extract, warm_up, WARM_UP_ROWS)
+        try:
+            for reasons in sorted({CASES[case] for case in args.cases}):
+                score_extract(ctx, warm_up, Path(tmp) / "warm-up-scores.parquet", model=args.model, reasons=reasons, track=False)
+        except ModelError as exc:
+            print(exc, file=sys.stderr)
+            return 1
         for case in args.cases:
             runs = []
             for _ in range(args.repeat):
                 with measure() as m:
-                    try:
-                        result = score_extract(
-                            ctx, extract, Path(tmp) / "scores.parquet", model=args.model, reasons=CASES[case], track=False
-                        )
-                    except ModelError as exc:
-                        print(exc, file=sys.stderr)
-                        return 1
+                    result = score_extract(ctx, extract, Path(tmp) / "scores.parquet", model=args.model, reasons=CASES[case], track=False)
                 runs.append(m)
             best = min(runs, key=lambda run: run.seconds)
             n_rows = result["counts"]["rows_read"]
             loads = ", ".join(f"{run.load_average:.1f}" for run in runs)
             rows.append([case, n_rows, best.seconds, n_rows / best.seconds, best.cpu_seconds, best.peak_mib, loads])
     target = []
-    for case, _, _, rate, *_ in rows:
-        if case == "without-reasons":
+    for case, n_rows, _, rate, *_ in rows:
+        if case != "without-reasons":
+            continue
+        if n_rows >= TARGET_ROWS:
             verdict = "met" if rate >= TARGET_PER_SECOND else "not met"
-            target.append(f"target without reasons: {TARGET_PER_SECOND:,} patients/s on 2 cores; {verdict} ({rate:,.0f})")
+        else:
+            verdict = f"not judged, because it applies to {TARGET_ROWS:,} rows"
+        target.append(f"target without reasons: {TARGET_PER_SECOND:,} patients/s on 2 cores; {verdict} ({rate:,.0f})")
     publish(
         "score-inprocess",
         "Scoring in one process",
