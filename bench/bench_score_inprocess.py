@@ -5,7 +5,7 @@ monthly extract) as Parquet (numeric columns) or CSV (text), then scores it
 with :func:`hivcomorb.score.score_extract` without and with reasons, and
 prints patients per second, CPU time, peak memory and the load average.
 Run ``make run`` (or ``make run QUICK=1``) first so that the model exists.
-The table's notes say whether the target of 200,000 patients per second
+The table's notes state whether the target of 200,000 patients per second
 without reasons is met.
 
 ``--model`` takes a bundle file, which has no out-of-distribution detector,
