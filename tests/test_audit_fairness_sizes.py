@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from hivcomorb.audit.fairness import SettingPredictions, fairness_audit
-from hivcomorb.audit.groups import SUPPRESSED, plan_groups
+from hivcomorb.audit.groups import SUPPRESSED, WITHHELD, plan_groups
 
 from test_disclosure import recoveries
 
@@ -22,8 +22,8 @@ MINIMUM = 10
 CONFIG = {"audit": {"bootstrap": 20, "confidence": 0.95, "calibration_bins": 5, "flags": {}}}
 
 
-def audit_sizes(group: list[str], y: np.ndarray, seed: int = 0) -> tuple[dict, dict]:
-    """Run the fairness audit of one attribute and return its plan and the printed n per shown group."""
+def fairness_groups(group: list[str], y: np.ndarray, seed: int = 0) -> tuple[dict, dict]:
+    """Run the fairness audit of one attribute and return its plan and one setting's entry per shown group."""
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({"attribute": pd.Series(group, dtype="string")})
     plans = plan_groups(frame, MINIMUM)
@@ -38,8 +38,13 @@ def audit_sizes(group: list[str], y: np.ndarray, seed: int = 0) -> tuple[dict, d
         )
     }
     audit = fairness_audit(plans, pd.DataFrame({"label": y}), predictions, MINIMUM, CONFIG, seed=1)
-    groups = audit["attributes"]["attribute"]["labels"]["label"]["aware"]
-    return plans["attribute"], {name: cell["n"] for name, cell in groups.items()}
+    return plans["attribute"], audit["attributes"]["attribute"]["labels"]["label"]["aware"]
+
+
+def audit_sizes(group: list[str], y: np.ndarray, seed: int = 0) -> tuple[dict, dict]:
+    """Run the fairness audit of one attribute and return its plan and the printed n per shown group."""
+    plan, groups = fairness_groups(group, y, seed)
+    return plan, {name: cell["n"] for name, cell in groups.items()}
 
 
 def reader_recoveries(group: list[str], y: np.ndarray, plan, printed: dict) -> list[str]:
@@ -142,3 +147,76 @@ def test_fairness_n_random_cohort_protected(seed):
         pytest.skip("the cohort's patients without a label are fewer than the minimum, which no n can hide")
     plan, printed = audit_sizes(group, y, seed)
     assert reader_recoveries(group, y, plan, printed) == []
+
+
+def candidate_ns(metrics: dict, reference: dict, size: int) -> list[int]:
+    """Return every n from 1 to ``size`` that fits the rates a reader can read exactly from one group's metrics.
+
+    A rate is read from the group's value, or from the reference's value
+    plus the difference or times the ratio. The selection rate is a count
+    over n, the sensitivity over the positives and the false-positive rate
+    over the negatives, which add up to n. The true and false positives
+    then add up to the patients predicted positive.
+    """
+    rates = {}
+    for metric in ("selection_rate", "tpr", "fpr"):
+        cell, base = metrics[metric], reference[metric].get("value")
+        if cell.get("value") is not None:
+            rates[metric] = cell["value"]
+        elif cell.get("difference") is not None and base is not None:
+            rates[metric] = base + cell["difference"]
+        elif cell.get("ratio") is not None and base is not None:
+            rates[metric] = base * cell["ratio"]
+
+    def whole(rate: float | None, denominator: int) -> bool:
+        return rate is None or abs(rate * denominator - round(rate * denominator)) < 1e-6
+
+    def fits(n: int, positives: int) -> bool:
+        if not (whole(rates.get("tpr"), positives) and whole(rates.get("fpr"), n - positives)):
+            return False
+        if len(rates) < 3:
+            return True
+        predicted = rates["tpr"] * positives + rates["fpr"] * (n - positives)
+        return abs(predicted - rates["selection_rate"] * n) < 1e-6
+
+    return [
+        n
+        for n in range(1, size + 1)
+        if whole(rates.get("selection_rate"), n) and any(fits(n, positives) for positives in range(n + 1))
+    ]
+
+
+def test_fairness_json_suppressed_n_not_recoverable():
+    # 13 patients in "small", one with an unknown label: its n and a partner's are suppressed.
+    y = labels_with_unknown(GROUPS, {"large": 20, "middle": 15, "small": 1})
+    plan, groups = fairness_groups(GROUPS, y)
+    hidden = [name for name, entry in groups.items() if entry["n"] == SUPPRESSED]
+    assert hidden
+    reference = groups[plan.reference]["metrics"]
+    for name in hidden:
+        size = plan.counts[name]
+        assert len(candidate_ns(groups[name]["metrics"], reference, size)) == size, name
+
+
+def test_fairness_json_full_precision_gives_n_away():
+    # From rates at full precision, as audit.json printed them before, the
+    # reader above pins the partner's n of 45, and so its 15 left out.
+    y = labels_with_unknown(GROUPS, {"large": 20, "middle": 15, "small": 1})
+    included = np.isfinite(y) & (pd.Series(GROUPS) == "middle").to_numpy()
+    decisions = (np.random.default_rng(0).random(len(GROUPS)) >= 0.5)[included]
+    positives = y[included] == 1
+    metrics = {
+        "selection_rate": {"value": decisions.mean()},
+        "tpr": {"value": decisions[positives].mean()},
+        "fpr": {"value": decisions[~positives].mean()},
+    }
+    assert candidate_ns(metrics, {metric: {} for metric in metrics}, 60) == [45]
+
+
+def test_fairness_json_withheld_intervals_rounded():
+    y = labels_with_unknown(GROUPS, {"large": 20, "middle": 15, "small": 1})
+    _, groups = fairness_groups(GROUPS, y)
+    cell = groups["small"]["metrics"]["selection_rate"]
+    assert cell["status"] == WITHHELD
+    assert "value" not in cell
+    assert cell["low"] == round(cell["low"], 2)

@@ -70,3 +70,31 @@ def test_audit_sections_count_partners():
 def test_audit_sections_explain_partners():
     html = audit_sections(audit_with({"gender": gender(2, 1)}, {"gender": 2}), Path("."), None)
     assert "A larger group is hidden too when the suppressed groups would otherwise add up to fewer than 10" in html
+
+
+def test_fairness_section_withheld_interval_shown():
+    attribute = gender(0, 0)
+    withheld = {"status": "withheld", "low": 0.41, "high": 0.58, "flag": "green"}
+    attribute["labels"]["hypertension"]["aware"]["female"]["metrics"]["tpr"] = withheld
+    html = fairness_section(audit_with({"gender": attribute}, {}), Path("."), None)
+    assert "withheld [0.41, 0.58]" in html
+
+
+def test_fairness_section_withheld_difference_flagged():
+    audit = audit_with({"gender": gender(0, 0)}, {})
+    audit["fairness"]["flagged"] = [
+        {
+            "attribute": "gender",
+            "label": "hypertension",
+            "group": "female",
+            "reference": "male",
+            "metric": "tpr",
+            "setting": "aware",
+            "flag": "red",
+            "difference": None,
+            "difference_low": -0.41,
+            "difference_high": -0.12,
+        }
+    ]
+    html = fairness_section(audit, Path("."), None)
+    assert "withheld [-0.41, -0.12]" in html

@@ -195,3 +195,37 @@ def test_suppress_complementary_random_tables_protected(seed):
     result = suppress_complementary(counts, sums, MINIMUM, published=["all"])
     assert result.unresolved == ()
     assert recoveries(printed_after(counts, result.hidden), counts, sums, result.hidden) == []
+
+
+def test_suppress_complementary_prefer_shared_fewer():
+    # One small cell of a 2 x 3 table: choosing partners that also stop other
+    # sums costs 3 partners, smallest first costs 5.
+    cells = {
+        ("r0", "c0"): 30, ("r0", "c1"): 12, ("r0", "c2"): 50,
+        ("r1", "c0"): 30, ("r1", "c1"): 50, ("r1", "c2"): 5,
+    }  # fmt: skip
+    counts = table_counts(cells)
+    rows, columns = ["r0", "r1"], ["c0", "c1", "c2"]
+    sums = table_sums(rows, columns)
+    margins = ["all", *rows, *columns]
+    shared = suppress_complementary(counts, sums, MINIMUM, published=margins, prefer_shared=True)
+    smallest = suppress_complementary(counts, sums, MINIMUM, published=margins)
+    assert len(shared.hidden) == 4
+    assert len(smallest.hidden) == 6
+    assert recoveries(printed_after(counts, shared.hidden), counts, sums, shared.hidden) == []
+
+
+def test_suppress_complementary_revealed_total_protected():
+    # 16 of 36 women with a known label are recorded, and "16 (44.4%)" gives
+    # the 36 away, so 40 - 36 would give away the 4 whose label is unknown.
+    counts = {"female": 40, "known": 36, "unknown": 4, "recorded": 16, "not recorded": 20}
+    sums = [("female", ("known", "unknown")), ("known", ("recorded", "not recorded"))]
+    result = suppress_complementary(
+        counts,
+        sums,
+        MINIMUM,
+        published=["female"],
+        implied=["known", "unknown", "not recorded"],
+        revealed_by={"known": "recorded"},
+    )
+    assert result.hidden == {"recorded"}

@@ -57,20 +57,30 @@ def suppress_complementary(
     implied: Iterable[Cell] = (),
     hidden_with: Mapping[Cell, Iterable[Cell]] | None = None,
     spare: Iterable[Cell] = (),
+    revealed_by: Mapping[Cell, Cell] | None = None,
+    prefer_shared: bool = False,
 ) -> Suppression:
     """Choose the printable counts to suppress so that no protected count can be worked out.
 
     The reader is assumed to subtract along one sum at a time, reusing what
-    earlier sums revealed: a sum whose total is known gives its only unknown
-    member, and a sum whose members are all known gives its total. A printable
-    count from 1 to ``minimum - 1`` is suppressed. Partners are then
-    suppressed until no sum gives away a suppressed count or a protected
-    implied count, and no sum with a known total leaves its unknown members
-    adding up to 1 to ``minimum - 1``. Each partner is the smallest printed
-    non-zero count, other than a spared one, of the shallowest sum that gives
-    something away or, when that sum has none, of the sums that revealed the
-    counts it used. A printed 0 is never suppressed, because hiding it
-    changes no remainder.
+    earlier sums revealed. A sum whose total is known gives its only unknown
+    member. When its known members already reach the total, it gives its
+    unknown members as 0, and a sum whose members are all known gives its
+    total. A printable count from 1 to ``minimum - 1`` is suppressed.
+    Partners are then suppressed until no sum gives away a suppressed count or
+    a protected implied count, and no sum with a known total leaves its
+    unknown members adding up to 1 to ``minimum - 1``.
+
+    Each pass takes the sums that give something away at the smallest depth.
+    A printed count has depth 0, and a worked-out one has one more than the
+    deepest count its sum used. Each of these sums gets one partner, unless
+    it shares a cell with the sums of a partner already chosen in the pass.
+    The partner is a printed non-zero count of the sum or, when the sum has
+    none, of the nearest sums that revealed the counts it used. Among those
+    candidates the partner is, in this order, not spared, the smallest, in
+    the most other sums that give something away, and the first in
+    ``counts``. With ``prefer_shared`` the other sums come before the size.
+    A printed 0 is never suppressed, because hiding it changes no remainder.
 
     Not protected: counts found by solving several sums together as a system
     of equations, and bounds that follow from counts being non-negative.
@@ -96,6 +106,16 @@ def suppress_complementary(
     spare : iterable, optional
         Printable cells chosen as partners only when a sum offers no other,
         such as a configured reference group.
+    revealed_by : mapping, optional
+        For an implied cell, the printable cell that gives it away while that
+        cell is printed with a non-zero count, as a count printed with its
+        percentage of a total gives the total away. Suppressing the printable
+        cell takes the implied one out of print.
+    prefer_shared : bool, optional
+        Whether a partner that also stops other sums is chosen before a
+        smaller one. That suits a table of independent cells, where it
+        suppresses fewer counts. Without it the smallest count goes first,
+        which suits groups, whose intersections are suppressed with them.
 
     Returns
     -------
@@ -111,7 +131,7 @@ def suppress_complementary(
     >>> sorted(result.hidden)
     ['female', 'other']
     """
-    ledger = _Ledger(counts, sums, int(minimum), published, implied, hidden_with or {}, spare)
+    ledger = _Ledger(counts, sums, int(minimum), published, implied, hidden_with or {}, spare, revealed_by or {}, prefer_shared)
     return ledger.protect()
 
 
@@ -127,6 +147,8 @@ class _Ledger:
         implied: Iterable[Cell],
         hidden_with: Mapping[Cell, Iterable[Cell]],
         spare: Iterable[Cell],
+        revealed_by: Mapping[Cell, Cell],
+        prefer_shared: bool,
     ) -> None:
         self.counts = {cell: int(count) for cell, count in counts.items()}
         self.sums: list[Sum] = list(dict.fromkeys((total, tuple(members)) for total, members in sums))
@@ -135,9 +157,16 @@ class _Ledger:
         self.implied = set(implied)
         self.hidden_with = {cell: tuple(others) for cell, others in hidden_with.items()}
         self.spare = set(spare)
-        missing = {cell for total, members in self.sums for cell in (total, *members)} - set(self.counts)
+        self.revealed_by = dict(revealed_by)
+        self.prefer_shared = prefer_shared
+        named = {cell for total, members in self.sums for cell in (total, *members)}
+        named |= set(self.revealed_by) | set(self.revealed_by.values())
+        missing = named - set(self.counts)
         if missing:
-            raise ValueError(f"Sums name cells without a count: {sorted(map(str, missing))[:5]}. Give every cell of a sum a count.")
+            raise ValueError(
+                f"Sums or revealed_by name cells without a count: {sorted(map(str, missing))[:5]}. "
+                "Give every cell they name a count."
+            )
         self.sums_of: dict[Cell, list[int]] = {}
         for index, (total, members) in enumerate(self.sums):
             for cell in (total, *members):
@@ -148,15 +177,28 @@ class _Ledger:
     def is_printable(self, cell: Cell) -> bool:
         return cell not in self.published and cell not in self.implied
 
+    def is_in_print(self, cell: Cell) -> bool:
+        """Return whether a reader sees the count of ``cell`` without subtracting."""
+        if cell in self.published:
+            return True
+        if self.is_printable(cell):
+            return cell not in self.hidden
+        revealer = self.revealed_by.get(cell)
+        return revealer is not None and self.is_in_print(revealer) and self.counts[revealer] > 0
+
     def is_protected(self, cell: Cell) -> bool:
         """Return whether a reader must not work out ``cell``: a suppressed count or a small implied one."""
         if cell in self.hidden:
             return True
         return cell in self.implied and 0 < self.counts[cell] < self.minimum
 
-    def hideable(self, cell: Cell) -> bool:
-        """Return whether suppressing ``cell`` would take a non-zero count out of print."""
-        return self.is_printable(cell) and cell not in self.hidden and self.counts[cell] > 0
+    def partner_for(self, cell: Cell) -> Cell | None:
+        """Return the printed cell to suppress so that ``cell`` leaves print, or None when none can be."""
+        if not self.is_in_print(cell) or cell in self.published:
+            return None
+        if self.is_printable(cell):
+            return cell if self.counts[cell] > 0 else None
+        return self.partner_for(self.revealed_by[cell])
 
     def hide(self, cell: Cell) -> None:
         """Suppress ``cell`` and, repeatedly, the cells to be suppressed with it."""
@@ -179,25 +221,56 @@ class _Ledger:
             violations = [(used, index) for used, index in self._violations(known, source, depth) if index not in unresolved]
             if not violations:
                 break
-            _, index = violations[0]
-            candidates = self._search_back(index, known, source)
+            self._add_partners(violations, known, source, unresolved)
+        return Suppression(frozenset(self.hidden), tuple(self.sums[index] for index in sorted(unresolved)))
+
+    def _add_partners(
+        self,
+        violations: Sequence[tuple[int, int]],
+        known: Mapping[Cell, int],
+        source: Mapping[Cell, int],
+        unresolved: set[int],
+    ) -> None:
+        """Suppress one partner for each of the shallowest ``violations``, adding sums without one to ``unresolved``.
+
+        Handling several sums per pass saves derivations. A sum that shares a
+        cell with the sums of a partner chosen in this pass waits for the
+        next pass, because that partner may already have changed it.
+        """
+        violating = {index for _, index in violations}
+        shallowest = violations[0][0]
+        touched: set[Cell] = set()
+        for used, index in violations:
+            if used > shallowest:
+                break
+            if touched.intersection(self._cells(index)):
+                continue
+            candidates, visited = self._search_back(index, known, source)
             if not candidates:
                 unresolved.add(index)
                 continue
-            self.hide(min(candidates, key=lambda cell: (cell in self.spare, self.counts[cell], self.order[cell])))
-        return Suppression(frozenset(self.hidden), tuple(self.sums[index] for index in sorted(unresolved)))
+            others = violating - visited
+
+            def cost(cell: Cell) -> tuple[bool, int, int, int]:
+                # A partner that also sits in another sum giving something
+                # away serves both.
+                shared = -sum(1 for other in self.sums_of.get(cell, ()) if other in others)
+                if self.prefer_shared:
+                    return (cell in self.spare, shared, self.counts[cell], self.order[cell])
+                return (cell in self.spare, self.counts[cell], shared, self.order[cell])
+
+            partner = min(candidates, key=cost)
+            self.hide(partner)
+            for other in self.sums_of.get(partner, ()):
+                touched.update(self._cells(other))
 
     def _derive(self) -> tuple[dict[Cell, int], dict[Cell, int], dict[Cell, int]]:
-        """Return the counts a reader can work out, the sum that gave each one not printed, and its depth.
+        """Return the counts a reader can work out, the sum that gave each one not in print, and its depth.
 
-        A printed count has depth 0, and a worked-out one has one more than
+        A count in print has depth 0, and a worked-out one has one more than
         the deepest count its sum used.
         """
-        known = {
-            cell: count
-            for cell, count in self.counts.items()
-            if cell in self.published or (self.is_printable(cell) and cell not in self.hidden)
-        }
+        known = {cell: count for cell, count in self.counts.items() if self.is_in_print(cell)}
         source: dict[Cell, int] = {}
         depth = dict.fromkeys(known, 0)
         pending = deque(range(len(self.sums)))
@@ -252,8 +325,8 @@ class _Ledger:
                 found.append((used, index))
         return sorted(found)
 
-    def _search_back(self, start: int, known: Mapping[Cell, int], source: Mapping[Cell, int]) -> set[Cell]:
-        """Return the hideable cells of sum ``start``, or of the nearest sums that revealed the counts it used.
+    def _search_back(self, start: int, known: Mapping[Cell, int], source: Mapping[Cell, int]) -> tuple[set[Cell], set[int]]:
+        """Return the partners that sum ``start``, or the nearest sums that revealed the counts it used, offer, and the sums searched.
 
         The search first moves back only along non-zero counts, because a
         partner that takes a 0 out of print leaves every remainder as it was.
@@ -262,9 +335,9 @@ class _Ledger:
             visited = {start}
             frontier = [start]
             while frontier:
-                found = {cell for index in frontier for cell in self._cells(index) if self.hideable(cell)}
+                found = {partner for index in frontier for cell in self._cells(index) if (partner := self.partner_for(cell)) is not None}
                 if found:
-                    return found
+                    return found, visited
                 earlier = {
                     source[cell]
                     for index in frontier
@@ -273,7 +346,7 @@ class _Ledger:
                 }
                 visited |= earlier
                 frontier = sorted(earlier)
-        return set()
+        return set(), visited
 
     def _cells(self, index: int) -> tuple[Cell, ...]:
         total, members = self.sums[index]

@@ -174,7 +174,7 @@ def _model_card(ctx: RunContext, outputs: dict[str, Any]) -> str:
         ("Validation method", "Internal validation: stratified K-fold cross-validation with out-of-fold predictions; thresholds and calibration chosen on inner folds; 95% bootstrap confidence intervals over patients."),
         ("External validation", hk.Raw(site)),
         ("Performance", "See 'Model performance'; oracle gap reported where true risks are known."),
-        ("Fairness", f"See 'Explanations and fairness'; groups under {ctx.config.get('disclosure', {}).get('min_group_size', 10)} patients are suppressed" + (f"; {sum((audit.get('suppressed') or {}).values())} group(s) suppressed" if isinstance(audit.get("suppressed"), dict) else "")),
+        ("Fairness", f"See 'Explanations and fairness'; groups under {ctx.config.get('disclosure', {}).get('min_group_size', 10)} patients are suppressed, with larger partner groups where subtraction would reveal them" + (f"; {sum((audit.get('suppressed') or {}).values())} group(s) suppressed" if isinstance(audit.get("suppressed"), dict) else "")),
         ("Demographic recoverability", "See 'Demographic recoverability'" if probe else "probe not run"),
         ("Registered models", registered or "none registered in this run"),
         ("Clinical oversight and governance", hk.Raw(site)),

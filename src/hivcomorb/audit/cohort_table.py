@@ -31,24 +31,34 @@ subtract along every sum that the tables imply:
   group sizes repeat in every table, and the table by A with B rows contains
   the counts of the table by B with A rows, so a count is printed in both or
   suppressed in both. An intersection group's size is a count of the two-way
-  tables.
+  tables;
+* with the fairness audit: it prints every attribute's shown group sizes,
+  intersections included, and per label each shown group's n of patients
+  with a known label, unless :func:`hivcomorb.audit.groups.hidden_sizes`
+  suppresses it. These counts are printed here too, or count as printed,
+  and are never suppressed. Every attribute's groups, suppressed ones
+  included, add up to the cohort, a group of an intersection's part is the
+  sum of the intersection groups inside it, and so are their known and
+  unknown counts. A group's size is its known count plus its unknown count.
 
 Suppression repeats until no suppressed count, and no implied count from 1
 to ``minimum - 1`` (such as the patients of the groups left out in one row),
 can be worked out from these sums. The reader is assumed to use one sum at a
 time, reusing what earlier sums revealed. Suppression also goes on while a
-sum leaves its hidden counts adding up to 1 to ``minimum - 1``.
+sum leaves its hidden counts adding up to 1 to ``minimum - 1``. A larger
+count that the fairness audit suppresses only as a partner may be printed
+here when no small count then follows.
 
-Each new suppressed count comes from the sum that gave something away, or
-from the sums it used when it contains no printed count. It is the smallest
-printed non-zero count there, preferring one that also sits in another sum
-that gives something away. A printed 0 is treated like any printed count:
+:func:`hivcomorb.disclosure.suppress_complementary` chooses each new
+suppressed count from the sum that gave something away, or from the sums it
+used when it contains no printed count. It is a printed non-zero count
+there, preferring one that also sits in another sum that gives something
+away, and then the smallest. A printed 0 is treated like any printed count:
 readers may subtract it, and it is never suppressed, because the hidden
 counts of its sums would still add up to the same number. When a sum has no
-count left to suppress and relies on intersection group sizes, the smallest
-of those groups is left out and the tables are built again. When it relies
-on other group sizes or the cohort size, as in a cohort of fewer than
-``minimum`` patients, it stays printed and a warning is logged.
+count left to suppress, because it relies only on counts that are always
+printed, as in a cohort of fewer than ``minimum`` patients, it stays printed
+and a warning is logged.
 
 Not protected:
 
@@ -58,23 +68,31 @@ Not protected:
   counts already reach its total;
 * the cells of an intersection table against the two-way tables, although a
   two-way count is a sum of intersection counts;
-* medians, and counts printed by other sections of the report.
+* medians, and counts that the fairness metrics imply, such as the number
+  of positives behind a sensitivity.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
 from itertools import chain
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Collection, Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 
-from hivcomorb.audit.groups import AGE_BAND, GROUP_SEPARATOR, SUPPRESSED, AttributeGroups
+from hivcomorb.audit.groups import (
+    AGE_BAND,
+    GROUP_SEPARATOR,
+    SUPPRESSED,
+    AttributeGroups,
+    hidden_sizes,
+    intersection_sums,
+    plans_frame,
+)
 from hivcomorb.config import nested_get
 from hivcomorb.contract import UNKNOWN, Contract
-from hivcomorb.disclosure import is_reportable
+from hivcomorb.disclosure import is_reportable, suppress_complementary
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +141,7 @@ class _CellLedger:
         # A known-label total is printed in effect whenever the recorded count
         # of its column is printed with a percentage of known.
         self.revealed_by: dict[Key, Key] = {}
-        self.hidden: set[Key] = set()
+        self.hidden: frozenset[Key] = frozenset()
 
     def add(self, key: Key, value: int, kind: int) -> None:
         """Register a cell. A key registered twice keeps its highest kind."""
@@ -143,203 +161,19 @@ class _CellLedger:
         """Register that ``total`` is the sum of ``members``."""
         self.lines[(total, tuple(members))] = None
 
-    def is_published(self, key: Key) -> bool:
-        """Return whether a reader sees the value of ``key`` without subtracting."""
-        kind = self.kinds[key]
-        if kind == FIXED:
-            return True
-        if kind == SHOWN:
-            return key not in self.hidden
-        recorded = self.revealed_by.get(key)
-        return recorded is not None and self.is_published(recorded) and self.values[recorded] > 0
-
-    def is_protected(self, key: Key) -> bool:
-        """Return whether a reader must not work out ``key``: a suppressed cell or an implied small count."""
-        if key in self.hidden:
-            return True
-        return self.kinds[key] == IMPLIED and 0 < self.values[key] < self.minimum
-
-    def hideable(self, key: Key) -> Key | None:
-        """Return the printed cell to suppress so that ``key`` is no longer published, or None."""
-        if not self.is_published(key):
-            return None
-        if self.kinds[key] == SHOWN:
-            return key if self.values[key] > 0 else None
-        recorded = self.revealed_by.get(key)
-        return None if recorded is None else self.hideable(recorded)
-
-    def protect(self) -> list[set[Key]]:
-        """Suppress the small printed counts, then partners until no protected value can be worked out.
-
-        Returns, for each line that still gives something away because no
-        printed count is left to suppress, the fixed cells it relies on.
-        """
-        self.hidden = {k for k, kind in self.kinds.items() if kind == SHOWN and 0 < self.values[k] < self.minimum}
-        lines = list(self.lines)
-        lines_of: dict[Key, list[int]] = {}
-        for index, (total, members) in enumerate(lines):
-            for key in (total, *members):
-                lines_of.setdefault(key, []).append(index)
-        order = {key: position for position, key in enumerate(self.values)}
-        unresolved: set[int] = set()
-        stuck: list[set[Key]] = []
-        while True:
-            known, source, depth = _derive(self, lines, lines_of)
-            violations = [(used, i) for used, i in _violations(self, lines, known, source, depth) if i not in unresolved]
-            if not violations:
-                return stuck
-            stuck.extend(self._add_partners(violations, lines, lines_of, known, source, order, unresolved))
-
-    def _add_partners(
-        self,
-        violations: Sequence[tuple[int, int]],
-        lines: Sequence[Line],
-        lines_of: Mapping[Key, list[int]],
-        known: Mapping[Key, int],
-        source: Mapping[Key, int],
-        order: Mapping[Key, int],
-        unresolved: set[int],
-    ) -> list[set[Key]]:
-        """Suppress a partner for each of the shallowest ``violations``, returning the fixed cells of lines without one.
-
-        Handling several lines per pass saves derivations. A line that shares
-        a cell with the lines of a partner chosen in this pass waits for the
-        next pass, and a line without a partner joins ``unresolved``.
-        """
-        violating = {index for _, index in violations}
-        shallowest = violations[0][0]
-        touched: set[Key] = set()
-        stuck = []
-        for used, index in violations:
-            if used > shallowest:
-                break
-            total, members = lines[index]
-            if touched.intersection((total, *members)):
-                continue
-            candidates, visited = _search_back(lines, index, known, source, self.hideable)
-            if not candidates:
-                unresolved.add(index)
-                fixed, _ = _search_back(lines, index, known, source, lambda key: key if self.kinds[key] == FIXED else None)
-                stuck.append(fixed)
-                continue
-            others = violating - visited
-
-            def cost(key: Key) -> tuple[int, int, int]:
-                # A partner that also sits in another line giving something
-                # away serves both, and after that the smallest count goes.
-                return (-sum(1 for line in lines_of[key] if line in others), self.values[key], order[key])
-
-            partner = min(candidates, key=cost)
-            self.hidden.add(partner)
-            for line in lines_of[partner]:
-                touched.update((lines[line][0], *lines[line][1]))
-        return stuck
-
-
-def _search_back(
-    lines: Sequence[Line],
-    start: int,
-    known: Mapping[Key, int],
-    source: Mapping[Key, int],
-    pick: Callable[[Key], Key | None],
-) -> tuple[set[Key], set[int]]:
-    """Return the cells ``pick`` accepts in line ``start``, and the lines searched.
-
-    When that line contains none, every value it used came from other lines, so
-    the search moves back along the lines that revealed them.
-    """
-    visited = {start}
-    frontier = [start]
-    while frontier:
-        found = set()
-        for index in frontier:
-            total, members = lines[index]
-            for key in (total, *members):
-                picked = pick(key)
-                if picked is not None:
-                    found.add(picked)
-        if found:
-            return found, visited
-        earlier = set()
-        for index in frontier:
-            total, members = lines[index]
-            for key in (total, *members):
-                if key in known and key in source and source[key] not in visited:
-                    earlier.add(source[key])
-        visited |= earlier
-        frontier = sorted(earlier)
-    return set(), visited
-
-
-def _derive(
-    ledger: _CellLedger, lines: Sequence[Line], lines_of: Mapping[Key, list[int]]
-) -> tuple[dict[Key, int], dict[Key, int], dict[Key, int]]:
-    """Return the values a reader can work out, the line that gave each one not published, and its depth.
-
-    A line gives its last unknown member when its total is known, all its
-    unknown members when its known members already reach the total (they are
-    0), and its total when every member is known. A published value has depth
-    0, and a worked-out one has one more than the deepest value it used.
-    """
-    known = {key: value for key, value in ledger.values.items() if ledger.is_published(key)}
-    source: dict[Key, int] = {}
-    depth = dict.fromkeys(known, 0)
-    pending = deque(range(len(lines)))
-    queued = set(pending)
-    while pending:
-        index = pending.popleft()
-        queued.discard(index)
-        total, members = lines[index]
-        unknown = [m for m in members if m not in known]
-        found: list[Key] = []
-        if total in known:
-            remainder = known[total] - sum(known[m] for m in members if m in known)
-            if len(unknown) == 1 or (unknown and remainder == 0):
-                found = unknown
-        elif not unknown:
-            found = [total]
-        if not found:
-            continue
-        used = 1 + max((depth[key] for key in (total, *members) if key in known), default=0)
-        for key in found:
-            known[key] = ledger.values[key]
-            source[key] = index
-            depth[key] = used
-            for other in lines_of[key]:
-                if other not in queued:
-                    pending.append(other)
-                    queued.add(other)
-    return known, source, depth
-
-
-def _violations(
-    ledger: _CellLedger,
-    lines: Sequence[Line],
-    known: Mapping[Key, int],
-    source: Mapping[Key, int],
-    depth: Mapping[Key, int],
-) -> list[tuple[int, int]]:
-    """Return ``(depth, line)`` for each line that reveals a protected value or leaves a small hidden sum.
-
-    A small hidden sum is hidden cells adding up to 1 to ``minimum - 1``. The
-    depth is that of the deepest worked-out value the line uses, and the
-    shallowest lines come first, because a partner there also stops the later
-    lines that build on what they reveal.
-    """
-    found = []
-    for index, (total, members) in enumerate(lines):
-        cells = (total, *members)
-        revealing = False
-        if total in known:
-            unknown = [m for m in members if m not in known]
-            remainder = known[total] - sum(known[m] for m in members if m in known)
-            revealing = bool(unknown) and 0 < remainder < ledger.minimum
-        if not revealing:
-            revealing = any(source.get(key) == index and ledger.is_protected(key) for key in cells)
-        if revealing:
-            used = max((depth[key] for key in cells if key in known and source.get(key) != index), default=0)
-            found.append((used, index))
-    return sorted(found)
+    def protect(self) -> tuple[Line, ...]:
+        """Suppress the small printed counts and their partners, returning the lines that no suppression can fix."""
+        result = suppress_complementary(
+            self.values,
+            self.lines,
+            self.minimum,
+            published=[key for key, kind in self.kinds.items() if kind == FIXED],
+            implied=[key for key, kind in self.kinds.items() if kind == IMPLIED],
+            revealed_by=self.revealed_by,
+            prefer_shared=True,
+        )
+        self.hidden = result.hidden
+        return result.unresolved
 
 
 def _shown_values(counts: Mapping[str, int], candidates: Sequence[str], minimum: int) -> list[str]:
@@ -424,10 +258,11 @@ def _parts_shown(plan: AttributeGroups, group: str, shown_by_variable: Mapping[s
     return components is not None and all(value in shown_by_variable.get(column, ()) for column, value in components)
 
 
-def _group_part(plan: AttributeGroups, group: str, shown_by_variable: Mapping[str, list[str]]) -> Part:
-    """Return the key part of a group. An intersection group whose parts are all shown shares the two-way cells' keys."""
-    if _parts_shown(plan, group, shown_by_variable):
-        return tuple(_components(plan, group))
+def _group_part(plan: AttributeGroups, group: str) -> Part:
+    """Return the key part of a group. An intersection group's key is that of the cells of its parts' tables."""
+    components = _components(plan, group)
+    if components is not None:
+        return tuple(components)
     return ((plan.attribute, group),)
 
 
@@ -445,13 +280,13 @@ def _crosstab(row_codes: np.ndarray, n_rows: int, column_codes: np.ndarray, n_co
 class _TableGrid:
     """The columns of one table as cell-key parts: all patients, the shown groups, the groups left out."""
 
-    def __init__(self, plan: AttributeGroups, groups: list[str], shown_by_variable: Mapping[str, list[str]]) -> None:
+    def __init__(self, plan: AttributeGroups, groups: list[str]) -> None:
         values = plan.values.to_numpy(dtype=object)
         self.groups = groups
         self.codes = _codes(values, groups)
         self.sizes = np.bincount(self.codes, minlength=len(groups) + 1)
         self.has_left_out = bool(self.sizes[-1])
-        self.parts: list[Part] = [()] + [_group_part(plan, g, shown_by_variable) for g in groups]
+        self.parts: list[Part] = [()] + [_group_part(plan, g) for g in groups]
         if self.has_left_out:
             self.parts.append(((plan.attribute, NOT_SHOWN),))
         self.printed = len(groups) + 1
@@ -530,6 +365,76 @@ def _add_label_row(grid: _TableGrid, ledger: _CellLedger, label: str, y: np.ndar
     return [_CountCell(_cell_key(part, parts[0]), _cell_key(part, known_part)) for part in grid.parts[: grid.printed]]
 
 
+def _register_fairness_counts(
+    ledger: _CellLedger, cohort: pd.DataFrame, contract: Contract, plans: Mapping[str, AttributeGroups], minimum: int
+) -> None:
+    """Register the counts that the fairness audit prints, and their sums, so that suppression covers both outputs.
+
+    The audit prints every attribute's shown group sizes and, per label and
+    shown group, the n of patients with a known label unless
+    :func:`hivcomorb.audit.groups.hidden_sizes` suppresses it. Table 1
+    never suppresses these counts. The suppressed groups and n's, the
+    patients of each group whose label is unknown, and the intersection
+    groups' counts are registered as implied, so that a reader may subtract
+    along every sum of either output.
+    """
+    frame = plans_frame(plans)
+    inside = intersection_sums(frame)
+    shown = {(attribute, group) for attribute, plan in plans.items() for group in plan.reportable}
+    _register_group_layer(ledger, plans, frame, inside, np.ones(len(frame), dtype=bool), (), shown)
+    for label in contract.labels:
+        if label not in cohort.columns:
+            continue
+        known = np.isfinite(pd.to_numeric(cohort[label], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
+        # NOTE: the fairness audit's n also needs a prediction. Every patient
+        # gets one from cross-validation over the whole cohort, and the audit
+        # logs a warning where one is missing.
+        hidden = hidden_sizes(plans, known, minimum, inside)
+        known_part: Part = ((label, LABEL_KNOWN),)
+        unknown_part: Part = ((label, LABEL_UNKNOWN),)
+        _register_group_layer(ledger, plans, frame, inside, known, known_part, shown - hidden)
+        _register_group_layer(ledger, plans, frame, inside, ~known, unknown_part, set())
+        ledger.add_line(_cell_key(), [_cell_key(known_part), _cell_key(unknown_part)])
+        for attribute, plan in plans.items():
+            for group in _value_counts(frame[attribute]):
+                part = _group_part(plan, group)
+                ledger.add_line(_cell_key(part), [_cell_key(part, known_part), _cell_key(part, unknown_part)])
+
+
+def _register_group_layer(
+    ledger: _CellLedger,
+    plans: Mapping[str, AttributeGroups],
+    frame: pd.DataFrame,
+    inside: Sequence[tuple[tuple[str, str], tuple[tuple[str, str], ...]]],
+    rows: np.ndarray,
+    extra: Part,
+    printed: Collection[tuple[str, str]],
+) -> None:
+    """Register the count of ``rows`` in every group of every attribute, in the cells narrowed by ``extra``, with their sums.
+
+    The count of a group in ``printed``, as ``(attribute, group)``, is
+    printed and the others are implied. The all-patients count of ``rows``
+    is printed only when ``extra`` is empty, as the cohort size. The number
+    of patients with a known label is printed only through Table 1's own
+    percentages of known.
+    """
+    total = _cell_key(extra)
+    ledger.add(total, int(rows.sum()), IMPLIED if extra else FIXED)
+    for attribute, plan in plans.items():
+        counts = _value_counts(frame[attribute][rows])
+        members = []
+        for group in _value_counts(frame[attribute]):
+            key = _cell_key(_group_part(plan, group), extra)
+            ledger.add(key, counts.get(group, 0), FIXED if (attribute, group) in printed else IMPLIED)
+            members.append(key)
+        ledger.add_line(total, members)
+    for (part, group), members in inside:
+        ledger.add_line(
+            _cell_key(_group_part(plans[part], group), extra),
+            [_cell_key(_group_part(plans[attribute], member), extra) for attribute, member in members],
+        )
+
+
 def _median_cell(values: pd.Series, minimum: int, digits: int = 1) -> str:
     numeric = pd.to_numeric(values, errors="coerce").dropna()
     if numeric.size == 0:
@@ -554,7 +459,7 @@ def _layout(
     minimum: int,
 ) -> dict[str, Any]:
     """Register one table's counts in ``ledger`` and return the table with count cells still unrendered."""
-    grid = _TableGrid(plan, shown_by_variable[plan.attribute], shown_by_variable)
+    grid = _TableGrid(plan, shown_by_variable[plan.attribute])
     rows: list[dict[str, Any]] = []
     suppressed_rows = 0
 
@@ -644,23 +549,17 @@ def _build_tables(
         One table per attribute, as returned by :func:`cohort_table`.
     """
     shown_by_variable = _shown_by_variable(cohort, contract, plans, minimum)
-    dropped = 0
-    while True:
-        ledger = _CellLedger(minimum)
-        layouts = {
-            attribute: _layout(cohort, contract, plans[attribute], shown_by_variable, ledger, minimum) for attribute in attributes
-        }
-        stuck = ledger.protect()
-        if not _drop_intersection_group(stuck, plans, attributes, shown_by_variable, ledger):
-            break
-        dropped += 1
-    if dropped:
-        logger.info("Table 1: %d intersection group(s) left out because their sizes give away a small count", dropped)
-    if stuck:
-        # NOTE: these lines rely only on group sizes or the cohort size, which
-        # are never suppressed, as when the cohort has fewer than ``minimum``
-        # patients. The counts they give away stay printed.
-        logger.warning("Table 1: %d sum(s) reveal a small count that no further suppression can hide", len(stuck))
+    ledger = _CellLedger(minimum)
+    layouts = {
+        attribute: _layout(cohort, contract, plans[attribute], shown_by_variable, ledger, minimum) for attribute in attributes
+    }
+    _register_fairness_counts(ledger, cohort, contract, plans, minimum)
+    unresolved = ledger.protect()
+    if unresolved:
+        # NOTE: these lines rely only on counts that are always printed, as
+        # when the cohort has fewer than ``minimum`` patients. The counts they
+        # give away stay printed.
+        logger.warning("Table 1: %d sum(s) reveal a small count that no further suppression can hide", len(unresolved))
     hidden_primary = sum(1 for key in ledger.hidden if ledger.values[key] < minimum)
     logger.info(
         "Table 1: %d count cell(s) suppressed, %d of them to stop subtraction",
@@ -670,46 +569,13 @@ def _build_tables(
     return {attribute: _render(layout, ledger) for attribute, layout in layouts.items()}
 
 
-def _drop_intersection_group(
-    stuck: Sequence[set[Key]],
-    plans: Mapping[str, AttributeGroups],
-    attributes: Sequence[str],
-    shown_by_variable: dict[str, list[str]],
-    ledger: _CellLedger,
-) -> bool:
-    """Remove from ``shown_by_variable`` one intersection group behind the stuck lines and return whether one went.
-
-    An intersection table prints the size of each of its groups, and that
-    size is a cell of the two-way tables, which suppression never hides. The
-    group behind the most stuck lines goes, the smallest first. Only one goes
-    per call, because a line can be stuck only through another stuck line.
-    """
-    group_of_key = {}
-    for attribute in attributes:
-        plan = plans[attribute]
-        if len(plan.columns) >= 2:
-            for group in shown_by_variable[attribute]:
-                group_of_key[_cell_key(_group_part(plan, group, shown_by_variable))] = (attribute, group)
-    lines_behind: dict[Key, int] = {}
-    for keys in stuck:
-        for key in keys:
-            if key in group_of_key:
-                lines_behind[key] = lines_behind.get(key, 0) + 1
-    if not lines_behind:
-        return False
-    key = min(lines_behind, key=lambda key: (-lines_behind[key], ledger.values[key], str(key)))
-    attribute, group = group_of_key[key]
-    shown_by_variable[attribute].remove(group)
-    return True
-
-
 def cohort_table(
     cohort: pd.DataFrame,
     contract: Contract,
     plan: AttributeGroups,
     minimum: int,
 ) -> dict[str, Any]:
-    """Build Table 1 for one attribute, with suppression complementary within this table only.
+    """Build Table 1 for one attribute, with suppression complementary within this table and the fairness counts of its groups.
 
     Returns
     -------
@@ -732,7 +598,8 @@ def cohort_tables(
 ) -> dict[str, Any]:
     """Build Table 1 for every attribute in ``audit.cohort_table.by`` present in the cohort.
 
-    Suppression is complementary across the tables, which share margins.
+    Suppression is complementary across the tables, which share margins, and
+    with the group sizes and n's that the fairness audit prints.
     """
     requested = nested_get(config, "audit.cohort_table.by", []) or []
     return _build_tables(cohort, contract, plans, [a for a in requested if a in plans], minimum)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from hivcomorb.audit.groups import OK, AttributeGroups, count_status
+from hivcomorb.audit.groups import OK, SUPPRESSED, AttributeGroups, count_status, hidden_sizes
 from hivcomorb.audit.metrics import auroc, bootstrap_weights, interval
 from hivcomorb.audit.shap_adapter import AGNOSTIC, attributions, explainer_kind, unwrap
 from hivcomorb.bundle import ModelBundle
@@ -142,10 +142,21 @@ def group_attributions(
     three most important columns and the Spearman correlation of its column
     ranking with the whole sample's. A low correlation means the model leans
     on different columns for that group.
+
+    A group's ``n_sample`` reads 'suppressed' where subtracting it from the
+    sample size, from other groups' or from the group's size would give away
+    a count of fewer than ``minimum`` patients, such as the sampled patients
+    of the groups left out. The sampled patients are treated as the included
+    patients of :func:`hivcomorb.audit.groups.hidden_sizes`.
     """
+    result: dict[str, Any] = {}
+    if not plans:
+        return result
     magnitude = np.abs(column_values)
     overall = magnitude.mean(axis=0)
-    result: dict[str, Any] = {}
+    sampled = np.zeros(len(next(iter(plans.values())).values), dtype=bool)
+    sampled[rows] = True
+    hidden = hidden_sizes(plans, sampled, minimum, description="patients in the explained sample")
     for attribute, plan in plans.items():
         values = plan.values.to_numpy(dtype=object)[rows]
         groups: dict[str, Any] = {}
@@ -168,7 +179,8 @@ def group_attributions(
                     "top_columns": [columns[i] for i in order[:3]],
                     "rank_correlation": rho,
                 }
-            groups[group] = {"n_sample": int(members.sum()), "labels": per_label}
+            n_sample = SUPPRESSED if (attribute, group) in hidden else int(members.sum())
+            groups[group] = {"n_sample": n_sample, "labels": per_label}
         result[attribute] = {"groups": groups, "too_few_in_sample": too_small}
     return result
 

@@ -5,6 +5,13 @@ setting, so no patient is scored by a model that saw their label. For every
 label and sensitive attribute the audit reports each reportable group's
 metrics, their difference from and ratio to the reference group, 95%
 bootstrap intervals, and a traffic light on the difference.
+
+Each group's n, its patients with a known label and a prediction, is
+suppressed where subtraction would give away a small count, jointly over
+every attribute (see :func:`hivcomorb.audit.groups.hidden_sizes`). The
+estimates of a group with a suppressed n are withheld, and only their
+intervals kept, rounded, because a group's rates share its n as
+denominator and can give it back.
 """
 
 from __future__ import annotations
@@ -16,14 +23,26 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from hivcomorb.audit.groups import OK, SUPPRESSED, UNDEFINED, AttributeGroups, count_status
+from hivcomorb.audit.groups import (
+    OK,
+    SUPPRESSED,
+    UNDEFINED,
+    WITHHELD,
+    AttributeGroups,
+    count_status,
+    hidden_sizes,
+    intersection_sums,
+    plans_frame,
+)
 from hivcomorb.audit.metrics import METRICS, bootstrap_weights, denominators, intervals, metric_frame, weighted_metrics_batch
 from hivcomorb.config import nested_get
-from hivcomorb.disclosure import suppress_complementary
 
 logger = logging.getLogger(__name__)
 
 GREEN, AMBER, RED, NOT_ASSESSED = "green", "amber", "red", "not assessed"
+
+# Decimals kept of an interval whose estimate is withheld, as the report prints them.
+WITHHELD_DIGITS = 2
 
 
 @dataclass
@@ -86,8 +105,17 @@ def _group_cells(
     reference_status: Mapping[str, str],
     is_reference: bool,
     config: Mapping[str, Any],
+    withhold_value: bool = False,
+    withhold_difference: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """Return each metric's value, interval, difference and ratio from the reference, and flag."""
+    """Return each metric's value, interval, difference and ratio from the reference, and flag.
+
+    With ``withhold_value`` the value, difference and ratio are left out and
+    the intervals rounded, and with ``withhold_difference`` the difference
+    and ratio. A rate at full precision is a fraction whose denominator is
+    the group's n, so this keeps a suppressed n out of the output; see
+    :func:`withhold_estimates`.
+    """
     confidence = float(nested_get(config, "audit.confidence", 0.95))
     own = np.stack([replicates[m] for m in METRICS])
     ref = np.stack([reference_replicates[m] for m in METRICS])
@@ -121,7 +149,41 @@ def _group_cells(
             flag=flag_for(metric, difference, cell_bound(low[n + i]), cell_bound(high[n + i]), config),
         )
         cells[metric] = cell
+    if withhold_value or withhold_difference:
+        cells = {metric: withhold_estimates(cell, withhold_value) for metric, cell in cells.items()}
     return cells
+
+
+def withhold_estimates(cell: Mapping[str, Any], withhold_value: bool) -> dict[str, Any]:
+    """Return a metric cell without the estimates that would give a suppressed n away.
+
+    A rate such as the selection rate is a fraction over the group's n. At
+    full precision the rates of one group often fit a single n. Rounded to
+    2 decimals, the selection rate, sensitivity, false-positive rate and PPV
+    of a group of 15 to 120 patients still fit only one of the 10 n's below
+    its size in about a third of random cases (27 of 80 simulated groups).
+    The difference from the
+    reference and the ratio to it give the group's value back when the
+    reference's value is printed, and the reference's value when the
+    group's is. So the estimates go, and the intervals stay, rounded to
+    :data:`WITHHELD_DIGITS` decimals, with the flag. Only a cell with status
+    'ok' changes, and with ``withhold_value`` its status becomes 'withheld'.
+
+    NOTE: an interval's width still gives a rough estimate of n, which is
+    not checked against the minimum.
+    """
+    if cell.get("status") != OK:
+        return dict(cell)
+    out = {key: value for key, value in cell.items() if key not in ("difference", "ratio")}
+    bounds = ["difference_low", "difference_high", "ratio_low", "ratio_high"]
+    if withhold_value:
+        del out["value"]
+        out["status"] = WITHHELD
+        bounds += ["low", "high"]
+    for key in bounds:
+        if out.get(key) is not None:
+            out[key] = round(out[key], WITHHELD_DIGITS)
+    return out
 
 
 def cell_bound(value: float) -> float | None:
@@ -136,26 +198,25 @@ def audit_attribute(
     weights: np.ndarray,
     minimum: int,
     config: Mapping[str, Any],
+    included: Mapping[tuple[str, str], np.ndarray],
+    hidden_n: Mapping[tuple[str, str], frozenset[tuple[str, str]]],
 ) -> dict[str, Any]:
-    """Return the metrics of every reportable group of one attribute, per label and setting."""
+    """Return the metrics of every reportable group of one attribute, per label and setting.
+
+    ``included`` gives, per ``(label, setting)``, the rows with a known label
+    and a prediction, and ``hidden_n`` the ``(attribute, group)`` pairs whose
+    n reads 'suppressed' (see :func:`hivcomorb.audit.groups.hidden_sizes`).
+    """
     bins = int(nested_get(config, "audit.calibration_bins", 10))
     values = plan.values.to_numpy(dtype=object)
     reportable = np.isin(values, plan.reportable)
-    cases = [
-        (label, setting, preds)
-        for label in labels.columns
-        for setting, preds in predictions.items()
-        if label in preds.scores
-    ]
-    known = {}
-    for label, setting, preds in cases:
-        y = labels[label].to_numpy(dtype=np.float64)
-        known[label, setting] = np.isfinite(y) & np.isfinite(preds.scores[label]) & np.isfinite(preds.decisions[label])
+    cases = list(included)
 
     # Point estimates from fairlearn's MetricFrame, over reportable groups only.
     points: dict[tuple[str, str], pd.DataFrame] = {}
-    for label, setting, preds in cases:
-        use = known[label, setting] & reportable
+    for label, setting in cases:
+        preds = predictions[setting]
+        use = included[label, setting] & reportable
         y = labels[label].to_numpy(dtype=np.float64)
         points[label, setting] = metric_frame(y[use], preds.decisions[label][use], preds.scores[label][use], values[use], bins)
 
@@ -163,20 +224,21 @@ def audit_attribute(
     # label and setting of the group is evaluated in one batch.
     replicates: dict[tuple[str, str, str], dict[str, np.ndarray]] = {}
     statuses: dict[tuple[str, str, str], dict[str, str]] = {}
-    sizes: dict[tuple[str, str], dict[str, int]] = {case[:2]: {} for case in cases}
+    sizes: dict[tuple[str, str], dict[str, int]] = {case: {} for case in cases}
     for group in plan.reportable:
         columns = np.flatnonzero(values == group)
         group_weights = np.ascontiguousarray(weights[:, columns])
         batch = []
-        for label, setting, preds in cases:
+        for label, setting in cases:
+            preds = predictions[setting]
             y = labels[label].to_numpy(dtype=np.float64)[columns]
-            included = known[label, setting][columns]
+            in_group = included[label, setting][columns]
             decisions = preds.decisions[label][columns]
-            counts = denominators(y[included], decisions[included])
+            counts = denominators(y[in_group], decisions[in_group])
             statuses[label, setting, group] = {m: count_status(counts[m], minimum) for m in METRICS}
-            sizes[label, setting][group] = int(included.sum())
-            batch.append((y, decisions, preds.scores[label][columns], included))
-        for (label, setting, _), result in zip(cases, weighted_metrics_batch(group_weights, batch, bins)):
+            sizes[label, setting][group] = int(in_group.sum())
+            batch.append((y, decisions, preds.scores[label][columns], in_group))
+        for (label, setting), result in zip(cases, weighted_metrics_batch(group_weights, batch, bins)):
             replicates[label, setting, group] = result
 
     result: dict[str, Any] = {
@@ -188,18 +250,14 @@ def audit_attribute(
     }
     reference = plan.reference
     nan_point = {m: float("nan") for m in METRICS}
-    for label, setting, _ in cases:
+    for label, setting in cases:
         frame = points[label, setting]
         point_of = {g: frame.loc[g].to_dict() if g in frame.index else nan_point for g in plan.reportable}
-        included = sizes[label, setting]
-        # NOTE: audit.json keeps metric values at full precision, and a rate
-        # such as the selection rate is a fraction with the n as denominator,
-        # so a suppressed n can often be recovered from it there.
-        hidden_n = suppressed_sizes(plan, included, int((known[label, setting] & ~reportable).sum()), minimum)
+        hidden = {group for attribute, group in hidden_n[label, setting] if attribute == plan.attribute}
         groups: dict[str, Any] = {}
         for group in plan.reportable:
             groups[group] = {
-                "n": SUPPRESSED if group in hidden_n else included[group],
+                "n": SUPPRESSED if group in hidden else sizes[label, setting][group],
                 "metrics": _group_cells(
                     point_of[group],
                     replicates[label, setting, group],
@@ -209,81 +267,39 @@ def audit_attribute(
                     statuses[label, setting, reference],
                     group == reference,
                     config,
+                    withhold_value=group in hidden,
+                    withhold_difference=reference in hidden,
                 ),
             }
         result["labels"].setdefault(label, {})[setting] = groups
     return result
 
 
-def suppressed_sizes(plan: AttributeGroups, included: Mapping[str, int], included_elsewhere: int, minimum: int) -> set[str]:
-    """Return the shown groups whose n of included patients must read 'suppressed'.
+def included_rows(labels: pd.DataFrame, predictions: Mapping[str, SettingPredictions]) -> dict[tuple[str, str], np.ndarray]:
+    """Return, per ``(label, setting)`` with predictions, the rows with a known label and a prediction."""
+    included = {}
+    for label in labels.columns:
+        y = labels[label].to_numpy(dtype=np.float64)
+        for setting, preds in predictions.items():
+            if label in preds.scores:
+                included[label, setting] = np.isfinite(y) & np.isfinite(preds.scores[label]) & np.isfinite(preds.decisions[label])
+    return included
 
-    An n counts the patients of a group with a known label and a prediction,
-    the included patients. The cohort size, the shown group sizes and the
-    number of included patients count as published: Table 1's percentages
-    of known give that number away when every patient has a prediction. A
-    reader can subtract along these sums:
 
-    * the included patients are the shown groups' n plus those included in
-      the suppressed groups;
-    * a group's size is its n plus its patients left out;
-    * the cohort's patients left out are those of every group, shown or not.
-
-    An n from 1 to ``minimum - 1`` is suppressed, and partners with it, so
-    that no suppressed n and no count from 1 to ``minimum - 1`` of patients
-    left out, or included in the suppressed groups, can be worked out.
-
-    Parameters
-    ----------
-    plan : AttributeGroups
-        The attribute's groups.
-    included : mapping
-        Included patients per shown group.
-    included_elsewhere : int
-        Included patients in the suppressed groups together.
-    minimum : int
-        Disclosure minimum in patients.
-    """
-    cohort, total, left_out = "cohort", "included", "left out"
-    elsewhere = None  # the suppressed groups together
-    groups: list[str | None] = list(plan.reportable)
-    size_of: dict[str | None, int] = {group: plan.counts[group] for group in plan.reportable}
-    n_of: dict[str | None, int] = {group: included[group] for group in plan.reportable}
-    hidden_size = len(plan.values) - sum(size_of.values())
-    if hidden_size:
-        groups.append(elsewhere)
-        size_of[elsewhere] = hidden_size
-        n_of[elsewhere] = included_elsewhere
-
-    counts: dict[Any, int] = {cohort: len(plan.values), total: sum(n_of.values())}
-    counts[left_out] = counts[cohort] - counts[total]
-    for group in groups:
-        counts["size", group] = size_of[group]
-        counts["n", group] = n_of[group]
-        counts[left_out, group] = size_of[group] - n_of[group]
-    # Each group's own sum comes first, so that an n giving away its group's
-    # patients left out is suppressed before partners are chosen for the totals.
-    sums = [
-        *((("size", group), (("n", group), (left_out, group))) for group in groups),
-        (cohort, tuple(("size", group) for group in groups)),
-        (total, tuple(("n", group) for group in groups)),
-        (left_out, tuple((left_out, group) for group in groups)),
-        (cohort, (total, left_out)),
-    ]
-    published = [cohort, total, *(("size", group) for group in plan.reportable)]
-    implied = [left_out, *((left_out, group) for group in groups)]
-    if hidden_size:
-        implied += [("size", elsewhere), ("n", elsewhere)]
-    result = suppress_complementary(counts, sums, minimum, published=published, implied=implied)
-    if result.unresolved:
-        # Such a sum relies only on published counts, as when the whole
-        # cohort has 1 to ``minimum - 1`` patients left out.
-        logger.warning(
-            "Attribute %s: %d sum(s) of included patients reveal a small count that no further suppression can hide",
-            plan.attribute,
-            len(result.unresolved),
-        )
-    return {cell[1] for cell in result.hidden}
+def _warn_unpredicted(labels: pd.DataFrame, included: Mapping[tuple[str, str], np.ndarray]) -> None:
+    """Log the labels whose known values lack a prediction, which Table 1's check of the n's assumes away."""
+    for (label, setting), rows in included.items():
+        missing = int(np.isfinite(labels[label].to_numpy(dtype=np.float64)).sum() - rows.sum())
+        if missing:
+            # NOTE: Table 1 protects the n's together with its own counts on
+            # the assumption that every patient with a known label has a
+            # prediction, as cross-validation over the whole cohort gives.
+            logger.warning(
+                "%d patient(s) with a known %s label have no %s prediction, so Table 1 does not check the fairness n's of that label",
+                missing,
+                label,
+                setting,
+            )
 
 
 def flag_counts(attributes: Mapping[str, Any]) -> dict[str, dict[str, int]]:
@@ -321,13 +337,19 @@ def flagged_cells(attributes: Mapping[str, Any]) -> list[dict[str, Any]]:
                                 "metric": metric,
                                 "setting": setting,
                                 "flag": values["flag"],
-                                "difference": values["difference"],
+                                "difference": values.get("difference"),
                                 "difference_low": values.get("difference_low"),
                                 "difference_high": values.get("difference_high"),
                             }
                         )
-    rows.sort(key=lambda r: (r["flag"] != RED, -abs(r["difference"])))
+    rows.sort(key=lambda r: (r["flag"] != RED, -difference_size(r)))
     return rows
+
+
+def difference_size(row: Mapping[str, Any]) -> float:
+    """Return the absolute difference of a flagged row, or 0 when it is withheld, to rank rows."""
+    difference = row.get("difference")
+    return 0.0 if difference is None else abs(difference)
 
 
 def fairness_audit(
@@ -360,11 +382,17 @@ def fairness_audit(
     dict
         ``attributes`` (per attribute: reference, reportable group sizes,
         the number of suppressed groups and, of those, partners, and
-        per-label, per-setting group metrics),
-        ``flag_counts``, ``flagged`` and the metric settings used.
+        per-label, per-setting group n's and metrics, with status
+        'withheld' and no value where the n is suppressed),
+        ``flag_counts``, ``flagged`` (a withheld difference is None) and
+        the metric settings used.
     """
     n_boot = int(nested_get(config, "audit.bootstrap", 1000))
     weights = bootstrap_weights(len(labels), n_boot, seed)
+    included = included_rows(labels, predictions)
+    _warn_unpredicted(labels, included)
+    inside = intersection_sums(plans_frame(plans))
+    hidden_n = {case: hidden_sizes(plans, rows, minimum, inside) for case, rows in included.items()}
     attributes = {}
     for name, plan in plans.items():
         if plan.reference is None:
@@ -377,7 +405,7 @@ def fairness_audit(
                 "labels": {},
             }
             continue
-        attributes[name] = audit_attribute(plan, labels, predictions, weights, minimum, config)
+        attributes[name] = audit_attribute(plan, labels, predictions, weights, minimum, config, included, hidden_n)
     counts = flag_counts(attributes)
     for setting, tally in counts.items():
         logger.info("Fairness flags, %s setting: %d red, %d amber, %d green", setting, tally[RED], tally[AMBER], tally[GREEN])

@@ -29,10 +29,13 @@ AGE_BAND = "age_band"
 INTERSECTION_SEPARATOR = " x "
 GROUP_SEPARATOR = " & "
 
-# Metric status values shared by every audit output.
+# Metric status values shared by every audit output. WITHHELD marks a metric
+# whose estimate is left out, and only its rounded interval kept, because
+# the estimate would give away a suppressed n.
 OK = "ok"
 UNDEFINED = "undefined"
 SUPPRESSED = "suppressed"
+WITHHELD = "withheld"
 
 
 @dataclass
@@ -218,14 +221,30 @@ def hidden_groups(
     for attribute, groups in counts_of.items():
         counts.update({(attribute, group): count for group, count in groups.items()})
         sums.append((cohort_key, tuple((attribute, group) for group in groups)))
-
-    # NOTE: Table 1 counts these intersection sizes as printed only for the
-    # intersections listed in audit.cohort_table.by. For the others it may
-    # choose other two-way cells as partners, and the two outputs together
-    # can then give a suppressed count away.
     hidden_with: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for intersection in counts_of:
-        for part in counts_of:
+    for cell, inside in intersection_sums(frame):
+        sums.append((cell, inside))
+        hidden_with.setdefault(cell, []).extend(inside)
+
+    result = suppress_complementary(counts, sums, minimum, published=[cohort_key], hidden_with=hidden_with, spare=spare or ())
+    if result.unresolved:
+        # Such a sum relies only on the cohort size, as when the cohort has
+        # fewer than ``minimum`` patients, so the count it gives away can
+        # still be worked out.
+        logger.warning("Group suppression: %d sum(s) reveal a small count that no further suppression can hide", len(result.unresolved))
+    return frozenset(result.hidden)
+
+
+def intersection_sums(frame: pd.DataFrame) -> list[tuple[tuple[str, str], tuple[tuple[str, str], ...]]]:
+    """Return each group of an attribute made of some of an intersection's columns, with the intersection groups inside it.
+
+    For ``gender`` and ``gender x ethnicity`` one entry is ``(("gender",
+    "female"), (("gender x ethnicity", "female & white"), ...))``: the
+    female patients are the sum of those intersection groups.
+    """
+    sums = []
+    for intersection in frame.columns:
+        for part in frame.columns:
             if part == intersection or not set(_columns_of(part)) < set(_columns_of(intersection)):
                 continue
             pairs = pd.DataFrame({"part": _group_names(frame[part]), "group": _group_names(frame[intersection])}).drop_duplicates()
@@ -235,18 +254,99 @@ def hidden_groups(
                 logger.warning("Intersection %s does not split the groups of %s, so no sum between them is checked", intersection, part)
                 continue
             for part_group, members in pairs.groupby("part", sort=False)["group"]:
-                cell = (part, str(part_group))
-                inside = tuple((intersection, str(group)) for group in members)
-                sums.append((cell, inside))
-                hidden_with.setdefault(cell, []).extend(inside)
+                sums.append(((part, str(part_group)), tuple((intersection, str(group)) for group in members)))
+    return sums
 
-    result = suppress_complementary(counts, sums, minimum, published=[cohort_key], hidden_with=hidden_with, spare=spare or ())
+
+def plans_frame(plans: Mapping[str, AttributeGroups]) -> pd.DataFrame:
+    """Return each patient's group of every attribute, one column per attribute, as :func:`sensitive_frame` does."""
+    return pd.DataFrame({attribute: plan.values for attribute, plan in plans.items()})
+
+
+def hidden_sizes(
+    plans: Mapping[str, AttributeGroups],
+    included: np.ndarray,
+    minimum: int,
+    inside: Sequence[tuple[tuple[str, str], tuple[tuple[str, str], ...]]] | None = None,
+    description: str = "included patients",
+) -> frozenset[tuple[str, str]]:
+    """Return the shown ``(attribute, group)`` pairs whose n of included patients must read 'suppressed'.
+
+    An n counts the included patients of a group, such as those with a known
+    label and a prediction. The cohort size, the shown group sizes and the
+    number of included patients count as published: Table 1's percentages of
+    known give that number away. A reader can subtract along these sums, for
+    the group sizes, the n's and the patients left out alike:
+
+    * per attribute, the cohort's count is the sum of its groups' counts;
+    * a group of an attribute made of some of an intersection's columns is
+      the sum of the intersection groups inside it (see
+      :func:`intersection_sums`);
+    * a group's size is its n plus its patients left out, and the cohort
+      size is the included patients plus those left out.
+
+    An n from 1 to ``minimum - 1`` is suppressed, and partners with it, so
+    that no suppressed n and no count from 1 to ``minimum - 1`` of patients
+    left out, or of a suppressed group, can be worked out. The reference
+    group's n is a partner only when a sum offers no other.
+
+    Parameters
+    ----------
+    plans : mapping
+        Every attribute's groups, from :func:`plan_groups`.
+    included : array of bool
+        Whether each cohort row is included.
+    minimum : int
+        Disclosure minimum in patients.
+    inside : sequence, optional
+        :func:`intersection_sums` of the plans' groups, when the caller has
+        them already.
+    description : str, optional
+        What the included patients are, for the warning logged when a sum
+        gives a small count away whatever is suppressed.
+    """
+    frame = plans_frame(plans)
+    if inside is None:
+        inside = intersection_sums(frame)
+    included = np.asarray(included, dtype=bool)
+    cohort, total, left_out = ("size", None, None), ("n", None, None), ("left out", None, None)
+    counts: dict[tuple[Any, Any, Any], int] = {cohort: len(frame), total: int(included.sum())}
+    counts[left_out] = counts[cohort] - counts[total]
+    own_sums, layer_sums = [], []
+    published, implied = [cohort, total], [left_out]
+    spare = []
+    for attribute, plan in plans.items():
+        sizes = _group_counts(frame[attribute])
+        ns = _group_counts(frame[attribute][included])
+        for group, size in sizes.items():
+            n = ns.get(group, 0)
+            counts["size", attribute, group] = size
+            counts["n", attribute, group] = n
+            counts["left out", attribute, group] = size - n
+            own_sums.append((("size", attribute, group), (("n", attribute, group), ("left out", attribute, group))))
+            # TODO: decide whether a shown group's count of patients with an unknown label needs protecting.
+            # Protecting it suppresses most n's of the demo audit and withholds those groups' estimates.
+            implied.append(("left out", attribute, group))
+            if plan.is_reportable(group):
+                published.append(("size", attribute, group))
+            else:
+                implied += [("size", attribute, group), ("n", attribute, group)]
+        for layer_total in (cohort, total, left_out):
+            layer_sums.append((layer_total, tuple((layer_total[0], attribute, group) for group in sizes)))
+        if plan.reference is not None:
+            spare.append(("n", attribute, plan.reference))
+    layer_sums.append((cohort, (total, left_out)))
+    for (part, group), members in inside:
+        for layer in ("size", "n", "left out"):
+            layer_sums.append(((layer, part, group), tuple((layer, *member) for member in members)))
+    # Each group's own sum comes first, so that an n giving away its group's
+    # patients left out is suppressed before partners are chosen for the totals.
+    result = suppress_complementary(counts, own_sums + layer_sums, minimum, published=published, implied=implied, spare=spare)
     if result.unresolved:
-        # Such a sum relies only on the cohort size, as when the cohort has
-        # fewer than ``minimum`` patients, so the count it gives away can
-        # still be worked out.
-        logger.warning("Group suppression: %d sum(s) reveal a small count that no further suppression can hide", len(result.unresolved))
-    return frozenset(result.hidden)
+        # Such a sum relies only on published counts, as when the whole
+        # cohort has 1 to ``minimum - 1`` patients left out.
+        logger.warning("%d sum(s) of %s reveal a small count that no further suppression can hide", len(result.unresolved), description)
+    return frozenset((attribute, group) for layer, attribute, group in result.hidden if layer == "n")
 
 
 def _columns_of(attribute: str) -> tuple[str, ...]:

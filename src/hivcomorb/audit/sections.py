@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hivcomorb import htmlkit
-from hivcomorb.audit.fairness import AMBER, GREEN, NOT_ASSESSED, RED
+from hivcomorb.audit.fairness import AMBER, GREEN, NOT_ASSESSED, RED, difference_size
+from hivcomorb.audit.groups import WITHHELD
 from hivcomorb.audit.figures import label_title
 from hivcomorb.audit.metrics import METRIC_TITLES, METRICS
 from hivcomorb.audit.mitigation import CANDIDATE_TITLES
@@ -43,9 +44,24 @@ def _figures(audit: Mapping[str, Any], folder: Path, section: str, run_id: str |
 
 def _metric_text(cell: Mapping[str, Any]) -> str:
     status = cell.get("status")
+    if status == WITHHELD:
+        return _withheld_text(cell.get("low"), cell.get("high"))
     if status != "ok":
         return str(status)
     return htmlkit.fmt_ci(cell.get("value"), cell.get("low"), cell.get("high"), digits=2)
+
+
+def _withheld_text(low: Any, high: Any) -> str:
+    """Return 'withheld' with the interval that is kept in place of a withheld estimate."""
+    if low is None or high is None:
+        return WITHHELD
+    return f"{WITHHELD} [{htmlkit.fmt(low, 2)}, {htmlkit.fmt(high, 2)}]"
+
+
+def _difference_text(row: Mapping[str, Any]) -> str:
+    if row["difference"] is None:
+        return _withheld_text(row["difference_low"], row["difference_high"])
+    return htmlkit.fmt_ci(row["difference"], row["difference_low"], row["difference_high"], digits=2)
 
 
 def cohort_section(audit: Mapping[str, Any]) -> str:
@@ -59,9 +75,9 @@ def cohort_section(audit: Mapping[str, Any]) -> str:
             f"Patients of the audited cohort by group. Groups and categories with fewer than {minimum} patients are "
             f"not shown. When those left out would add up to fewer than {minimum}, the smallest of the rest is left "
             f"out too, to protect them. Cells counting fewer than {minimum} read 'suppressed'. Some larger cells read 'suppressed' too, "
-            "so that no hidden count can be worked out by subtracting shown cells from a shown total, in this table "
-            "or in another. Lab values are in the contract's canonical units; label percentages are of the patients "
-            "whose label is known."
+            "so that no hidden count can be worked out by subtracting shown cells from a shown total, in this table, "
+            "in another, or together with the group sizes and n's of the fairness audit. Lab values are in the "
+            "contract's canonical units; label percentages are of the patients whose label is known."
         )
     ]
     for attribute, table in tables.items():
@@ -177,7 +193,9 @@ def fairness_section(audit: Mapping[str, Any], folder: Path, run_id: str | None)
             "computed for the group (for example AUROC with one class present); 'suppressed' means it rests on fewer "
             "patients than the disclosure minimum. The n of a group, its patients with a known label and a prediction, "
             "reads 'suppressed' when subtracting it from the group's size or from the total would give away a count "
-            "of fewer patients than the minimum. A difference in selection rate partly reflects a real difference "
+            "of fewer patients than the minimum. Such a group's estimates, and every difference from a reference "
+            "group whose n is suppressed, read 'withheld' with only the interval, rounded to 2 decimals, because "
+            "rates that share one n can give it back. A difference in selection rate partly reflects a real difference "
             "in how common the comorbidity is between groups; differences in sensitivity, false-positive rate, PPV "
             "and calibration are errors that the model makes unequally."
         )
@@ -216,7 +234,7 @@ def fairness_section(audit: Mapping[str, Any], folder: Path, run_id: str | None)
     # largely follow differences in prevalence.
     flagged = sorted(
         fairness.get("flagged") or [],
-        key=lambda r: (r["metric"] == "selection_rate", r["flag"] != RED, -abs(r["difference"])),
+        key=lambda r: (r["metric"] == "selection_rate", r["flag"] != RED, -difference_size(r)),
     )
     limit = int(audit.get("flagged_rows", 40))
     if flagged:
@@ -227,7 +245,7 @@ def fairness_section(audit: Mapping[str, Any], folder: Path, run_id: str | None)
                 f"{r['group']} vs {r['reference']}",
                 METRIC_TITLES.get(r["metric"], r["metric"]),
                 r["setting"],
-                htmlkit.fmt_ci(r["difference"], r["difference_low"], r["difference_high"], digits=2),
+                _difference_text(r),
                 flag_badge(r["flag"]),
             ]
             for r in flagged[:limit]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from hivcomorb.audit.fairness import AMBER, RED
+from hivcomorb.audit.fairness import AMBER, RED, difference_size
 from hivcomorb.audit.figures import label_title
 from hivcomorb.audit.metrics import METRIC_TITLES
 
@@ -22,14 +22,18 @@ def fairness_sentences(fairness: Mapping[str, Any]) -> list[str]:
     # Selection-rate differences largely follow prevalence, so the headline
     # disparity is the largest flagged error-rate difference.
     error_flags = [r for r in fairness["flagged"] if r["metric"] != "selection_rate"]
-    worst = max(error_flags, key=lambda r: (r["flag"] == RED, abs(r["difference"])), default=None)
+    worst = max(error_flags, key=lambda r: (r["flag"] == RED, difference_size(r)), default=None)
     if worst is None:
         return sentences
     low, high = worst["difference_low"], worst["difference_high"]
     interval = f" (95% CI {low:.2f} to {high:.2f})" if low is not None and high is not None else ""
+    if worst["difference"] is None:
+        amount = f"by an amount withheld because it would give a suppressed n away{interval}"
+    else:
+        amount = f"by {worst['difference']:+.2f}{interval}"
     sentences.append(
         f"Largest flagged error-rate disparity: {METRIC_TITLES[worst['metric']]} for {label_title(worst['label'])} "
-        f"differs by {worst['difference']:+.2f}{interval} between group {worst['group']} and reference group "
+        f"differs {amount} between group {worst['group']} and reference group "
         f"{worst['reference']} of {worst['attribute']}{_coding(worst['attribute'])} ({worst['setting']} setting)."
     )
     return sentences
@@ -88,6 +92,18 @@ def summary_sentences(audit: Mapping[str, Any], minimum: int) -> list[str]:
     sentences = fairness_sentences(audit["fairness"])
     sentences += explanation_sentences(audit["explanations"])
     sentences += mitigation_sentences(audit["mitigation"])
-    total = sum(audit["suppressed"].values())
-    sentences.append(f"{total} group(s) with fewer than {minimum} patients were suppressed from every audit output.")
+    sentences.append(suppression_sentence(audit, minimum))
     return sentences
+
+
+def suppression_sentence(audit: Mapping[str, Any], minimum: int) -> str:
+    """Return how many groups were suppressed, telling the small ones from their larger partners."""
+    total = sum(audit["suppressed"].values())
+    attributes = audit["fairness"]["attributes"]
+    partners = sum(int((attributes.get(name) or {}).get("n_partners") or 0) for name in audit["suppressed"])
+    if not partners:
+        return f"{total} group(s) with fewer than {minimum} patients were suppressed."
+    return (
+        f"{total} group(s) were suppressed: {total - partners} with fewer than {minimum} patients, and {partners} "
+        "larger one(s) hidden so that the smaller ones cannot be worked out by subtraction."
+    )
