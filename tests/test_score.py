@@ -148,6 +148,25 @@ def test_duplicate_ids_across_chunks_quarantined(scored):
     assert rows.isdisjoint(set(scored.scores["source_row"]))
 
 
+@pytest.mark.parametrize("chunk_rows", [20, 30, 60])
+def test_repeated_id_small_chunks_validated(scored, tmp_path, chunk_rows):
+    # Both rows of the repeated id hold their chunk's lowest haemoglobin, so both decide the validation.
+    extract = scored.extract.head(60).copy()
+    extract.loc[30, "patient_id"] = extract.loc[5, "patient_id"]
+    extract.loc[[5, 30], "haemoglobin"] = load_contract().column("haemoglobin").possible[0] + 1
+    path = tmp_path / "extract.csv"
+    extract.to_csv(path, index=False)
+    out = tmp_path / "scores.parquet"
+    model = str(scored.bundle_paths["aware"])
+    result = score_extract(scored.ctx, path, out, model=model, chunk_rows=chunk_rows, reasons=False, track=False)
+    # The run raises if the validation fails. Row 8 (haemoglobin -5 g/L) and the two repeated ids are quarantined.
+    counts = result["counts"]
+    assert counts["rows_read"] == 60
+    assert counts["rows_quarantined"] == 3
+    assert counts["rows_scored"] == 57
+    assert counts["quarantine_rules"]["duplicate_id"] == 2
+
+
 def test_quarantine_has_no_patient_id(scored):
     ids = set(scored.extract["patient_id"])
     assert ids.isdisjoint(set(scored.quarantine["raw_value"].dropna()))

@@ -51,10 +51,12 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
+import polars as pl
 import pyarrow as pa
 from threadpoolctl import threadpool_limits
 
 from hivcomorb.config import nested_get, share_or_none
+from hivcomorb.contract import Contract
 from hivcomorb.context import RunContext
 from hivcomorb.disclosure import min_group_size
 from hivcomorb.errors import EXIT_TOO_MANY_QUARANTINED, ConfigError, ExtractError
@@ -244,6 +246,28 @@ def score_chunk(
     for name in STAMP_COLUMNS:
         out[name] = stamps[name]
     return ChunkScores(pd.DataFrame(out), flags, ood, range_ood, detector_ood)
+
+
+def _deciding_rows_without(result: Any, duplicated_ids: set[str], contract: Contract) -> tuple[pd.DataFrame, int]:
+    """Return a chunk's deciding rows and kept-row count, leaving out rows whose id occurs elsewhere in the extract.
+
+    Those rows are quarantined when the chunk is scored, so they must not reach
+    the validation. Two of them in one chunk's deciding rows fail the suite's
+    unique-id expectation.
+    """
+    cohort = result.cohort
+    if not duplicated_ids:
+        return result.deciding_rows, len(cohort)
+    repeated = cohort[contract.id_column].isin(duplicated_ids).to_numpy()
+    if not repeated.any():
+        return result.deciding_rows, len(cohort)
+    from hivcomorb.ingest.validate import deciding_rows
+    from hivcomorb.schema import build_suite
+
+    # The rows that decide each expectation are found again without the repeated ones.
+    kept = cohort[~repeated].reset_index(drop=True)
+    positions = deciding_rows(pl.from_pandas(kept), build_suite(contract, columns=kept.columns))
+    return kept.iloc[positions].reset_index(drop=True), len(kept)
 
 
 class _SameThreadExecutor(Executor):
@@ -440,7 +464,7 @@ def score_extract(
                     chunk=True,
                 )
                 if compact is not None:
-                    compact.add(result.deciding_rows, len(result.cohort))
+                    compact.add(*_deciding_rows_without(result, duplicated_ids, contract))
                 return result
 
             # With compact validation, the suite runs in the ingestion thread once the last chunk
