@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
+from hivcomorb.cli import share_argument
 from hivcomorb.config import deep_merge, load_config, nested_get, share_or_none
 from hivcomorb.errors import ConfigError
 
@@ -100,3 +103,14 @@ def test_share_setting_rejects_invalid(value: object) -> None:
 @pytest.mark.parametrize(("value", "expected"), [(None, None), (0, 0.0), ("0.3", 0.3), (1, 1.0)])
 def test_share_setting_reads_valid(value: object, expected: float | None) -> None:
     assert share_or_none(value, "score.max_quarantined_share") == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [("0.3", 0.3), ("0", 0.0), ("1", 1.0), ("none", 1.0), ("NULL", 1.0)])
+def test_share_argument_reads_valid(text: str, expected: float) -> None:
+    assert share_argument(text) == expected
+
+
+@pytest.mark.parametrize("text", ["half", "1.5", "-0.1", ""])
+def test_share_argument_rejects_invalid(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a number from 0 to 1, or none for no limit"):
+        share_argument(text)

@@ -251,6 +251,14 @@ def test_cli_share_equal_to_limit_exits_zero(module_store, tmp_path):
     assert status == 0
 
 
+@pytest.mark.parametrize("text", ["none", "null", "None"])
+def test_cli_none_limit_exits_zero(module_store, tmp_path, caplog, text):
+    with caplog.at_level(logging.WARNING):
+        status, _ = ingest_command(tmp_path, "--max-quarantined-share", text)
+    assert status == 0
+    assert "were quarantined, more than" not in caplog.text
+
+
 def test_cli_null_limit_exits_zero(module_store, tmp_path, caplog):
     config = tmp_path / "no_limit.yaml"
     config.write_text(
@@ -281,13 +289,13 @@ def test_cli_limit_change_reuses_outputs(module_store, tmp_path, caplog):
     assert (first, second) == (EXIT_TOO_MANY_QUARANTINED, 0)
 
 
-def test_cli_invalid_limit_exits_one(module_store, tmp_path, caplog):
+def test_cli_invalid_limit_exits_two(module_store, tmp_path, capsys):
     extract, mapping = write_site_files(tmp_path)
     out = tmp_path / "standalone"
-    with caplog.at_level(logging.ERROR, logger="hivcomorb"):
-        status = cli.main(["ingest", str(extract), "--mapping", str(mapping), "--out", str(out), "--max-quarantined-share", "1.5"])
-    assert status == 1
-    assert "ingest.max_quarantined_share (or --max-quarantined-share) must be a number between 0 and 1" in caplog.text
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["ingest", str(extract), "--mapping", str(mapping), "--out", str(out), "--max-quarantined-share", "1.5"])
+    assert stop.value.code == 2
+    assert "expected a number from 0 to 1, or none for no limit; got '1.5'" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -167,6 +167,23 @@ def test_repeated_id_small_chunks_validated(scored, tmp_path, chunk_rows):
     assert counts["quarantine_rules"]["duplicate_id"] == 2
 
 
+def test_empty_lab_column_reported(scored, tmp_path, caplog):
+    extract = scored.extract.head(60).copy()
+    extract["alt"] = np.nan
+    path = tmp_path / "extract.csv"
+    extract.to_csv(path, index=False)
+    model = str(scored.bundle_paths["aware"])
+    with caplog.at_level(logging.WARNING, logger="hivcomorb.score"):
+        result = score_extract(scored.fast_ctx, path, tmp_path / "scores.parquet", model=model, chunk_rows=25, reasons=False, track=False)
+    assert result["empty_labs"] == ["alt"]
+    assert "no scored row has a value of alt" in caplog.text
+    assert any("No scored row has a value of alt" in sentence for sentence in result["summary"])
+
+
+def test_no_empty_labs_normally(scored):
+    assert scored.result["empty_labs"] == []
+
+
 def test_quarantine_has_no_patient_id(scored):
     ids = set(scored.extract["patient_id"])
     assert ids.isdisjoint(set(scored.quarantine["raw_value"].dropna()))

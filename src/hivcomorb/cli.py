@@ -50,6 +50,22 @@ def add_common_arguments(parser: argparse.ArgumentParser, device: bool = True) -
         )
 
 
+def share_argument(text: str) -> float:
+    """Parse a share from 0 to 1 given on the command line; ``none`` or ``null`` means no limit.
+
+    No limit is returned as 1.0, because no more than every row read can be quarantined.
+    """
+    if text.strip().lower() in ("none", "null"):
+        return 1.0
+    try:
+        share = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, or none for no limit; got {text!r}") from None
+    if not 0.0 <= share <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, or none for no limit; got {text!r}")
+    return share
+
+
 def context_from_args(args: argparse.Namespace, overrides: dict[str, Any] | None = None):
     """Build a :class:`~hivcomorb.context.RunContext` from common arguments.
 

@@ -524,7 +524,7 @@ def _command(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: Any) -> None:
     """Add ``hivcomorb ingest``."""
-    from hivcomorb.cli import add_common_arguments
+    from hivcomorb.cli import add_common_arguments, share_argument
 
     parser = subparsers.add_parser(
         STAGE,
@@ -547,10 +547,10 @@ def register_cli(subparsers: Any) -> None:
     parser.add_argument("--no-cache", action="store_true", help="ingest again even when the inputs are unchanged")
     parser.add_argument(
         "--max-quarantined-share",
-        type=float,
+        type=share_argument,
         default=None,
         metavar="SHARE",
         help=f"exit with status {EXIT_TOO_MANY_QUARANTINED} after writing the outputs when more than this share "
-        "of the rows read (0 to 1) is quarantined (default: ingest.max_quarantined_share, 0.25)",
+        "of the rows read (0 to 1, or none for no limit) is quarantined (default: ingest.max_quarantined_share, 0.25)",
     )
     parser.set_defaults(func=_command)

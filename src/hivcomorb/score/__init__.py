@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 
 import argparse
+import collections
 import contextlib
 import datetime as dt
 import logging
@@ -471,6 +472,10 @@ def score_extract(
             # is ingested, while that chunk is scored.
             validation: list[Future] = []
             suspected_units: dict[str, dict[str, Any]] = {}
+            # Values per lab the model reads, to find a lab column the extract has but leaves empty.
+            labs = set(contract.labs)
+            input_labs = [c for c in scoring_model.bundle.input_columns if c in labs and c not in absent_labs]
+            lab_values: collections.Counter[str] = collections.Counter()
             for frame, result in _ingest_ahead(source.chunks(), ingest_one, compact.validate if compact is not None else None, validation):
                 counts.rows_read += frame.height
                 for finding in result.summary.get("suspected_units") or ():
@@ -478,6 +483,7 @@ def score_extract(
                     entry["chunks"] += 1
                 cohort, quarantine = _quarantine_repeated_ids(result.cohort, result.quarantine, duplicated_ids, contract.id_column)
                 if len(cohort):
+                    lab_values.update(cohort[input_labs].notna().sum().to_dict())
                     scored = score_chunk(
                         cohort,
                         scoring_model,
@@ -511,6 +517,7 @@ def score_extract(
                 "model_uri": scoring_model.uri,
                 "reasons": options.reasons,
                 "absent_labs": list(absent_labs),
+                "empty_labs": [lab for lab in input_labs if lab_values[lab] == 0] if counts.rows_scored else [],
                 "outputs": {k: str(v) for k, v in paths.items()},
                 "suspected_units": [
                     {key: entry[key] for key in ("column", "declared_unit", "suspected_unit", "chunks")} for entry in suspected_units.values()
@@ -519,6 +526,12 @@ def score_extract(
                 "too_many_quarantined": options.max_quarantined_share is not None
                 and counts.rows_quarantined > options.max_quarantined_share * counts.rows_read,
             }
+            if result_data["empty_labs"]:
+                logger.warning(
+                    "Extract %s: no scored row has a value of %s, so every patient was scored as if unmeasured; check the export",
+                    extract.name,
+                    ", ".join(result_data["empty_labs"]),
+                )
             result_data["summary"] = summary_sentences(result_data)
             scores_out.commit()
             quarantine_out.commit()
@@ -663,7 +676,7 @@ def _command(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: Any) -> None:
     """Add ``hivcomorb score``."""
-    from hivcomorb.cli import add_common_arguments
+    from hivcomorb.cli import add_common_arguments, share_argument
 
     parser = subparsers.add_parser(
         "score",
@@ -693,10 +706,11 @@ def register_cli(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--max-quarantined-share",
-        type=float,
+        type=share_argument,
         default=None,
+        metavar="SHARE",
         help=f"exit with status {EXIT_TOO_MANY_QUARANTINED} after writing the outputs when more than this share of rows "
-        "is quarantined (default: score.max_quarantined_share, 0.25)",
+        "(0 to 1, or none for no limit) is quarantined (default: score.max_quarantined_share, 0.25)",
     )
     parser.add_argument("--chunk-rows", type=int, default=None, help="rows read and scored at a time (default: score.chunk_rows, 100000)")
     parser.add_argument("--sheet", default=None, help="Excel sheet name (default: the first sheet)")

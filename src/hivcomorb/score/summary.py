@@ -236,6 +236,13 @@ def summary_sentences(result: Mapping[str, Any]) -> list[str]:
             f"{finding['declared_unit']}, and were scored as {finding['declared_unit']}. Declare the unit in the mapping "
             "file and score again before using these scores."
         )
+    empty = result.get("empty_labs") or []
+    if empty:
+        sentences.append(
+            f"No scored row has a value of {', '.join(empty)}, so every patient was scored as if "
+            f"{'it was' if len(empty) == 1 else 'they were'} not measured. Check the export before using these scores. "
+            "An extract that leaves a lab out on purpose should omit its column and set score.allow_missing_labs."
+        )
     ood = counts["out_of_distribution"]
     if counts["rows_scored"] and ood["rows"] == 0:
         sentences.append("No scored row is out of distribution: none has a value outside the training range or is unlike the training cohort.")
@@ -245,7 +252,7 @@ def summary_sentences(result: Mapping[str, Any]) -> list[str]:
         sentences.append(
             f"Scored rows out of distribution: {rows}{share}; with a value outside the training range: "
             f"{ood['outside_training_range']}; unlike the training cohort: {ood['unlike_training_cohort']}. Review their "
-            f"scores with care. Counts below {counts['min_group_size']} are suppressed."
+            f"scores with care. Counts from 1 to {counts['min_group_size'] - 1} are suppressed."
         )
     return sentences
 
@@ -278,7 +285,7 @@ def render_html(result: Mapping[str, Any], contract: Contract) -> str:
         hk.table(
             ["Label", "Threshold", "Flagged", "Share of scored"],
             label_rows,
-            caption=f"Patients flagged per label (counts below {minimum} are suppressed)",
+            caption=f"Patients flagged per label (counts from 1 to {minimum - 1} are suppressed)",
         ),
     ]
     if counts["quarantine_rules"]:
