@@ -11,6 +11,7 @@ import pytest
 from hivcomorb.contract import load_contract
 from hivcomorb.errors import MappingError
 from hivcomorb.ingest import ingest_frame, load_mapping
+from hivcomorb.ingest.mapping import plan_mapping
 from hivcomorb.paths import project_root
 
 CONTRACT = load_contract()
@@ -200,3 +201,17 @@ def test_mapping_non_lab_censored_target_rejected(tmp_path):
     path = mapping_file(tmp_path, "id_column: id\ncolumns: {A: age_censored}\n")
     with pytest.raises(MappingError, match="maps to 'age_censored', which is not a contract column"):
         load_mapping(path, CONTRACT)
+
+
+def test_plan_header_in_one_column_names_delimiter():
+    contract = load_contract()
+    mapping = load_mapping(None, contract)
+    with pytest.raises(MappingError, match="wrong delimiter; pass the right one with --delimiter"):
+        plan_mapping(mapping, contract, ["patient_id,age,gender"], "extract.csv")
+
+
+def test_plan_missing_id_column_names_mapping():
+    contract = load_contract()
+    mapping = load_mapping(None, contract)
+    with pytest.raises(MappingError, match="has no id column 'patient_id'"):
+        plan_mapping(mapping, contract, ["person", "age"], "extract.csv")

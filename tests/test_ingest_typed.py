@@ -105,15 +105,17 @@ def test_nan_reads_as_missing(typed_extract: pl.DataFrame, monkeypatch: pytest.M
     assert pd.isna(fast.cohort["haemoglobin"].iloc[0])
 
 
-def test_flag_without_value_is_dropped(typed_extract: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_flag_without_value_counted(typed_extract: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
     values = typed_extract["viral_load"].to_list()
     flags = typed_extract["viral_load_censored"].to_list()
     values[2], flags[2] = None, "<"
     frame = typed_extract.with_columns(pl.Series("viral_load", values, dtype=pl.Float64), pl.Series("viral_load_censored", flags))
-    assert "viral_load" in _clean_columns(frame)
+    assert "viral_load" not in _clean_columns(frame)
     fast, slow = _ingest_both(frame, monkeypatch)
     _assert_same(fast, slow)
     assert pd.isna(fast.cohort["viral_load_censored"].iloc[2])
+    assert fast.summary["censor_flags_without_value"] == {"viral_load": 1}
+    assert fast.summary["rows_quarantined"] == 0
 
 
 def test_suspected_unit_goes_to_column_parse(typed_extract: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -472,6 +472,16 @@ def _parse_number_column(
                 f"censoring-flag column {plan.censor_column!r} must hold <, > or nothing, and agree with a sign in the value",
             )
         )
+        without_value = int((flags.is_not_null() & frame["value"].is_null() & frame["error"].is_null()).sum())
+        if without_value:
+            notes["flags_without_value"] = without_value
+            logger.warning(
+                "Column %s: %d censoring flags in %r have no value beside them and were ignored; the rows were kept "
+                "with the lab missing",
+                column.name,
+                without_value,
+                plan.censor_column,
+            )
         censor = pl.select(pl.when(frame["value"].is_not_null()).then(pl.coalesce(censor, flags))).to_series()
 
     error_positions = frame["error"].is_not_null().arg_true()
@@ -785,6 +795,7 @@ def _summarise(
     units_assumed: dict[str, int] = {}
     suspected: list[dict[str, Any]] = []
     ambiguous: dict[str, Any] = {}
+    flags_without_value: dict[str, int] = {}
     for column in contract.columns:
         outcome = outcomes.get(column.name)
         if outcome is None:
@@ -793,6 +804,8 @@ def _summarise(
             suspected.append(outcome.notes["suspected_unit"])
         if "ambiguous_commas" in outcome.notes:
             ambiguous[column.name] = outcome.notes["ambiguous_commas"]
+        if "flags_without_value" in outcome.notes:
+            flags_without_value[column.name] = outcome.notes["flags_without_value"]
         if column.dtype not in ("number", "integer"):
             continue
         values = outcome.values.filter(kept).cast(pl.Float64)
@@ -854,6 +867,7 @@ def _summarise(
         "units_assumed": units_assumed,
         "suspected_units": suspected,
         "ambiguous_commas": ambiguous,
+        "censor_flags_without_value": flags_without_value,
     }
 
 

@@ -335,6 +335,12 @@ def plan_mapping(
     edit_hint = f"edit {mapping_file}" if mapping.get("path") else f"write {mapping_file} and pass it with --mapping"
 
     id_source = str(mapping["id_column"])
+    if id_source not in present and len(available) == 1 and any(mark in available[0] for mark in (",", ";", "\t", "|")):
+        # The whole header landed in one column, so the delimiter, not the mapping, is wrong.
+        raise MappingError(
+            f"extract {source_name} has one column whose name contains delimiters, so the file was split with the wrong "
+            "delimiter; pass the right one with --delimiter (e.g. ',' ';' or 'tab'), or leave it out to detect it"
+        )
     if id_source not in present:
         raise MappingError(
             f"extract {source_name} has no id column {id_source!r}; {edit_hint} so that id_column names the "

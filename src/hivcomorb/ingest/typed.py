@@ -41,7 +41,7 @@ def parse_clean_numbers(
     A column qualifies when its source is a typed number column, or text
     whose every cell is a plain number, in the canonical unit (as declared or
     by default) with no unit column. Its censoring flags, if mapped, must be
-    text holding only ``<``, ``>`` or nothing. No cell may need quarantine: no infinite value, none outside the
+    text holding only ``<``, ``>`` or nothing, and a flag only beside a value. No cell may need quarantine: no infinite value, none outside the
     possible range and no fraction in an integer column. A lab whose values
     mostly fall outside its usual range goes back to the per-column parse,
     whose suspected-unit check decides on it.
@@ -56,16 +56,25 @@ def parse_clean_numbers(
         return {}
 
     # Each source column is cast once, because a string to float cast costs more than every check together.
-    numbers = data.select([_number(schema, plan).alias(column.name) for column, plan in candidates])
+    flagged = [(column, plan) for column, plan in candidates if plan.censor_column is not None]
+    numbers = data.select(
+        [_number(schema, plan).alias(column.name) for column, plan in candidates]
+        + [pl.col(plan.censor_column).alias(f"{column.name}{CENSOR_SUFFIX}") for column, plan in flagged]
+    )
     text_cells = data.select(
         [pl.col(plan.source).is_not_null().sum().alias(column.name) for column, plan in candidates if schema[plan.source] == pl.String]
     )
     text_counts = text_cells.row(0, named=True) if text_cells.width else {}
-    flag_checks = data.select(
+    # A flag other than < or >, or one beside no value, is for the per-column parse to report.
+    flag_checks = numbers.select(
         [
-            (pl.col(plan.censor_column).is_not_null() & ~pl.col(plan.censor_column).is_in(_CANONICAL_FLAGS)).sum().alias(column.name)
-            for column, plan in candidates
-            if plan.censor_column is not None
+            (
+                pl.col(f"{column.name}{CENSOR_SUFFIX}").is_not_null()
+                & (~pl.col(f"{column.name}{CENSOR_SUFFIX}").is_in(_CANONICAL_FLAGS) | ~pl.col(column.name).is_finite().fill_null(False))
+            )
+            .sum()
+            .alias(column.name)
+            for column, _ in flagged
         ]
     )
     bad_flags = flag_checks.row(0, named=True) if flag_checks.width else {}
@@ -98,7 +107,7 @@ def parse_clean_numbers(
         else:
             outputs.append(value.alias(column.name))
         if column.role == "lab":
-            flags = data[plan.censor_column].cast(pl.String) if plan.censor_column else pl.lit(None, dtype=pl.String)
+            flags = pl.col(f"{column.name}{CENSOR_SUFFIX}") if plan.censor_column else pl.lit(None, dtype=pl.String)
             outputs.append(pl.when(value.is_not_null()).then(flags).alias(f"{column.name}{CENSOR_SUFFIX}"))
     parsed = numbers.select(outputs)
     return {
