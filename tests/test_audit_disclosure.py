@@ -11,7 +11,9 @@ both outputs, one at a time and reusing what it recovered.
 What must stay hidden is every count from 1 to the minimum that neither
 output prints, and every count that Table 1 suppresses. A larger group or n
 that the fairness output hides only as a partner may be printed, or given
-away, by Table 1 when no small count follows from it.
+away, by Table 1 when no small count follows from it. The exception is the
+number of patients with an unknown label in a group that the fairness output
+shows: it records what the data lack, so a reader may work it out.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class ReportReader:
             self.values[label] = np.where(np.isnan(y), UNKNOWN, np.where(y == 1, RECORDED, NOT_RECORDED)).astype(object)
         self.published: dict[Cell, int] = {}
         self.protected: set[Cell] = set()
+        self.unprotected: set[Cell] = set()
         self.sums: list[tuple[Cell, tuple[Cell, ...]]] = []
         self.truth: dict[Cell, int] = {}
         self.observed: dict[str, set[str]] = {}
@@ -164,6 +167,7 @@ class ReportReader:
                 cell = self.cell(self.group(attribute, [group]))
                 if group in result["groups"]:
                     self.publish(cell, result["groups"][group])
+                    self.unprotected.update(self.cell({**self.group(attribute, [group]), label: {UNKNOWN}}) for label in labels)
             for label, per_setting in result["labels"].items():
                 for groups in per_setting.values():
                     for group, entry in groups.items():
@@ -178,7 +182,7 @@ class ReportReader:
 
     def recoveries(self) -> list[str]:
         names = {cell: " & ".join(f"{name} in {sorted(allowed)}" for name, allowed in sorted(cell)) or "all" for cell in self.truth}
-        found = recoveries(self.published, self.truth, self.sums, self.protected, MINIMUM)
+        found = recoveries(self.published, self.truth, self.sums, self.protected, MINIMUM, self.unprotected)
         for cell, name in names.items():
             found = [line.replace(repr(cell), name) for line in found]
         return found

@@ -3,7 +3,8 @@
 The n of a group is its number of patients in the explained sample.
 ``reader_recoveries`` treats the sampled patients as included ones: the
 reader has the cohort size, the shown group sizes, the sample size and the
-printed n's, and may subtract along every sum between them.
+printed n's, and may subtract along every sum between them. A shown group's
+count of patients outside the sample is not protected.
 """
 
 from __future__ import annotations
@@ -34,13 +35,25 @@ def sample_sizes(group: list[str], rows: np.ndarray, seed: int = 0) -> tuple[obj
     return plans["attribute"], printed, sampled
 
 
-def test_group_attributions_one_unsampled_hidden():
+def test_group_attributions_one_unsampled_printed():
     # 12 patients of "large" and 1 of the 13 in "small" are not sampled:
-    # 13 - 12 would give that 1 away.
+    # 13 - 12 gives that 1 away, a shown group's count outside the sample,
+    # which is not protected.
     unsampled = {GROUPS.index("small"), *range(12)}
     rows = np.array([i for i in range(len(GROUPS)) if i not in unsampled])
     plan, printed, sampled = sample_sizes(GROUPS, rows)
-    assert printed["small"] == SUPPRESSED
+    assert printed == {"large": 188, "middle": 60, "small": 12}
+    assert reader_recoveries(GROUPS, sampled, plan, printed) == []
+
+
+def test_group_attributions_few_sampled_partner_hidden():
+    # 8 of the 13 in "small" are sampled, too few to compare. The 17 patients
+    # outside the sample minus the 12 of "large" would leave 5 for "small"
+    # and the suppressed groups, so the n of "large" is suppressed.
+    unsampled = {*np.flatnonzero(np.asarray(GROUPS) == "small")[:5], *range(12)}
+    rows = np.array([i for i in range(len(GROUPS)) if i not in unsampled])
+    plan, printed, sampled = sample_sizes(GROUPS, rows)
+    assert printed == {"large": SUPPRESSED, "middle": 60}
     assert reader_recoveries(GROUPS, sampled, plan, printed) == []
 
 

@@ -4,7 +4,9 @@ The n counts a group's patients with a known label and a prediction.
 ``reader_recoveries`` gives the reader the cohort size, the shown group
 sizes, the number of included patients and the printed n's. It then checks
 with ``recoveries`` that subtraction gives away no suppressed n, no
-suppressed group and no count of patients left out below the minimum.
+suppressed group and no count below the minimum of patients left out of a
+suppressed group or of the cohort. A shown group's count of patients left
+out is not protected.
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def reader_recoveries(group: list[str], y: np.ndarray, plan, printed: dict) -> l
     published.update({("n", name): n for name, n in printed.items() if n != SUPPRESSED})
     protected = {("n", name) for name, n in printed.items() if n == SUPPRESSED}
     protected |= {("size", name) for name in names if name not in plan.counts}
-    return recoveries(published, truth, sums, protected, MINIMUM)
+    unprotected = {("left out", name) for name in plan.counts}
+    return recoveries(published, truth, sums, protected, MINIMUM, unprotected)
 
 
 def labels_with_unknown(group: list[str], unknown: dict[str, int], seed: int = 0) -> np.ndarray:
@@ -91,18 +94,29 @@ def test_fairness_n_all_known_printed():
     assert printed == {"large": 200, "middle": 60, "small": 13}
 
 
-def test_fairness_n_one_unknown_suppressed():
-    # 13 patients, 12 with a known label: 13 - 12 would give away the 1 without one.
+def test_fairness_n_one_unknown_printed():
+    # 13 patients, 12 with a known label: 13 - 12 gives away the 1 without
+    # one, which is a shown group's count of patients left out and may be read.
     y = labels_with_unknown(GROUPS, {"large": 20, "middle": 15, "small": 1})
     _, printed = audit_sizes(GROUPS, y)
-    assert printed["small"] == SUPPRESSED
+    assert printed == {"large": 180, "middle": 45, "small": 12}
 
 
-def test_fairness_n_one_unknown_gets_partner():
-    # The included total minus the other n's would give the suppressed n back.
+def test_fairness_n_shown_left_out_not_protected():
+    # The reader works out 1 left out of "small" and 0 of the suppressed
+    # groups, and nothing protected.
     y = labels_with_unknown(GROUPS, {"large": 20, "middle": 15, "small": 1})
     plan, printed = audit_sizes(GROUPS, y)
-    assert sum(n == SUPPRESSED for n in printed.values()) == 2
+    assert reader_recoveries(GROUPS, y, plan, printed) == []
+
+
+def test_fairness_n_small_n_gets_partner():
+    # 8 of 13 in "small" have a known label. The patients left out of the
+    # suppressed groups would be 40 - 20 - 15 - 5 = 0 with every other n
+    # printed, and the 5 of "small" plus them add up to fewer than 10.
+    y = labels_with_unknown(GROUPS, {"large": 20, "middle": 15, "small": 5})
+    plan, printed = audit_sizes(GROUPS, y)
+    assert printed == {"large": 180, "middle": SUPPRESSED, "small": SUPPRESSED}
     assert reader_recoveries(GROUPS, y, plan, printed) == []
 
 
@@ -187,8 +201,8 @@ def candidate_ns(metrics: dict, reference: dict, size: int) -> list[int]:
 
 
 def test_fairness_json_suppressed_n_not_recoverable():
-    # 13 patients in "small", one with an unknown label: its n and a partner's are suppressed.
-    y = labels_with_unknown(GROUPS, {"large": 20, "middle": 15, "small": 1})
+    # 13 patients in "small", 8 with a known label: its n and a partner's are suppressed.
+    y = labels_with_unknown(GROUPS, {"large": 20, "middle": 15, "small": 5})
     plan, groups = fairness_groups(GROUPS, y)
     hidden = [name for name, entry in groups.items() if entry["n"] == SUPPRESSED]
     assert hidden
@@ -200,8 +214,8 @@ def test_fairness_json_suppressed_n_not_recoverable():
 
 def test_fairness_json_full_precision_gives_n_away():
     # From rates at full precision, as audit.json printed them before, the
-    # reader above pins the partner's n of 45, and so its 15 left out.
-    y = labels_with_unknown(GROUPS, {"large": 20, "middle": 15, "small": 1})
+    # reader above pins the partner's suppressed n of 45.
+    y = labels_with_unknown(GROUPS, {"large": 20, "middle": 15, "small": 5})
     included = np.isfinite(y) & (pd.Series(GROUPS) == "middle").to_numpy()
     decisions = (np.random.default_rng(0).random(len(GROUPS)) >= 0.5)[included]
     positives = y[included] == 1
@@ -214,9 +228,10 @@ def test_fairness_json_full_precision_gives_n_away():
 
 
 def test_fairness_json_withheld_intervals_rounded():
-    y = labels_with_unknown(GROUPS, {"large": 20, "middle": 15, "small": 1})
+    y = labels_with_unknown(GROUPS, {"large": 20, "middle": 15, "small": 5})
     _, groups = fairness_groups(GROUPS, y)
-    cell = groups["small"]["metrics"]["selection_rate"]
+    # The partner "middle" has 45 patients, so its estimates are withheld, not suppressed.
+    cell = groups["middle"]["metrics"]["selection_rate"]
     assert cell["status"] == WITHHELD
     assert "value" not in cell
     assert cell["low"] == round(cell["low"], 2)

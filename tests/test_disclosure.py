@@ -23,16 +23,19 @@ def recoveries(
     sums: Sequence[tuple[Hashable, Sequence[Hashable]]],
     protected: Iterable[Hashable],
     minimum: int = MINIMUM,
+    unprotected: Iterable[Hashable] = (),
 ) -> list[str]:
     """Return what subtraction along single sums gives away.
 
-    That is a ``protected`` cell, a cell that is not published and counts 1
-    to ``minimum - 1``, or unknown cells of one sum adding up to 1 to
-    ``minimum - 1``.
+    That is a ``protected`` cell, or a cell that is neither published nor
+    ``unprotected`` and counts 1 to ``minimum - 1``. It is also the cells of
+    one sum still unknown once nothing new comes out, when they add up to 1
+    to ``minimum - 1`` and are not all ``unprotected``.
     """
     for cell, count in published.items():
         assert truth[cell] == count, f"{cell} is published as {count}, but counts {truth[cell]}"
     protected = set(protected)
+    unprotected = set(unprotected)
     known = dict(published)
     found: set[str] = set()
     changed = True
@@ -42,8 +45,6 @@ def recoveries(
             unknown = [member for member in members if member not in known]
             if total in known:
                 remainder = known[total] - sum(known[member] for member in members if member in known)
-                if unknown and 0 < remainder < minimum:
-                    found.add(f"{unknown} add up to {remainder}")
                 if len(unknown) == 1 or (unknown and remainder == 0):
                     for cell in unknown:
                         known[cell] = truth[cell]
@@ -51,10 +52,18 @@ def recoveries(
             elif not unknown:
                 known[total] = truth[total]
                 changed = True
+    # Bounds are checked on what the reader ends with, because a member
+    # still unknown midway may come out exactly later, as a 0 for example.
+    for total, members in sums:
+        unknown = [member for member in members if member not in known]
+        if total in known and not set(unknown) <= unprotected:
+            remainder = known[total] - sum(known[member] for member in members if member in known)
+            if 0 < remainder < minimum:
+                found.add(f"{unknown} add up to {remainder}")
     for cell, value in known.items():
         if cell in protected:
             found.add(f"suppressed {cell} is {value}")
-        elif cell not in published and 0 < value < minimum:
+        elif cell not in published and cell not in unprotected and 0 < value < minimum:
             found.add(f"hidden {cell} is {value}")
     return sorted(found)
 
@@ -229,3 +238,40 @@ def test_suppress_complementary_revealed_total_protected():
         revealed_by={"known": "recorded"},
     )
     assert result.hidden == {"recorded"}
+
+
+def test_suppress_complementary_unprotected_cell_given_away():
+    # 37 of 40 women have a known label. The 3 without one are unprotected,
+    # so 40 - 37 may give them away and the 37 stays printed.
+    counts = {"female": 40, "known": 37, "unknown": 3}
+    sums = [("female", ("known", "unknown"))]
+    result = suppress_complementary(counts, sums, MINIMUM, published=["female"], unprotected=["unknown"])
+    assert result.hidden == frozenset()
+    assert recoveries(printed_after(counts, result.hidden, ["unknown"]), counts, sums, result.hidden, unprotected=["unknown"]) == []
+
+
+def test_suppress_complementary_unprotected_sum_small_kept():
+    # The unknown labels of two shown groups add up to 100 - 93 = 7, which
+    # gives away nothing protected.
+    counts = {"all": 100, "known": 93, "unknown": 7, "male unknown": 4, "female unknown": 3}
+    sums = [("all", ("known", "unknown")), ("unknown", ("male unknown", "female unknown"))]
+    unprotected = ["unknown", "male unknown", "female unknown"]
+    result = suppress_complementary(counts, sums, MINIMUM, published=["all"], unprotected=unprotected)
+    assert result.hidden == frozenset()
+
+
+def test_suppress_complementary_unprotected_beside_implied_protected():
+    # 100 - 93 leaves 7 for one shown group's unknown labels and a hidden
+    # group's, and the hidden group's count is protected.
+    counts = {"all": 100, "known": 93, "shown unknown": 4, "hidden unknown": 3}
+    sums = [("all", ("known", "shown unknown", "hidden unknown"))]
+    result = suppress_complementary(
+        counts, sums, MINIMUM, published=["all"], implied=["hidden unknown"], unprotected=["shown unknown"]
+    )
+    assert result.hidden == {"known"}
+    assert result.unresolved == ()
+
+
+def test_suppress_complementary_unprotected_implied_overlap_rejected():
+    with pytest.raises(ValueError, match="both unprotected and published or implied"):
+        suppress_complementary({"all": 10, "a": 10}, [("all", ("a",))], MINIMUM, implied=["a"], unprotected=["a"])

@@ -55,6 +55,7 @@ def suppress_complementary(
     *,
     published: Iterable[Cell] = (),
     implied: Iterable[Cell] = (),
+    unprotected: Iterable[Cell] = (),
     hidden_with: Mapping[Cell, Iterable[Cell]] | None = None,
     spare: Iterable[Cell] = (),
     revealed_by: Mapping[Cell, Cell] | None = None,
@@ -69,7 +70,8 @@ def suppress_complementary(
     total. A printable count from 1 to ``minimum - 1`` is suppressed.
     Partners are then suppressed until no sum gives away a suppressed count or
     a protected implied count, and no sum with a known total leaves its
-    unknown members adding up to 1 to ``minimum - 1``.
+    unknown members adding up to 1 to ``minimum - 1``. Unknown members that
+    are all ``unprotected`` may add up to any number.
 
     Each pass takes the sums that give something away at the smallest depth.
     A printed count has depth 0, and a worked-out one has one more than the
@@ -89,7 +91,7 @@ def suppress_complementary(
     ----------
     counts : mapping
         Every cell's count, in patients. A cell is printable unless it is in
-        ``published`` or ``implied``.
+        ``published``, ``implied`` or ``unprotected``.
     sums : iterable of (total, members)
         Each states that the total cell's count is the sum of its members'.
     minimum : int
@@ -100,6 +102,11 @@ def suppress_complementary(
     implied : iterable, optional
         Cells that are never printed but can be worked out by subtraction. One
         counting from 1 to ``minimum - 1`` patients is protected.
+    unprotected : iterable, optional
+        Cells that are never printed and never protected, whatever their
+        count, but that a reader may work out and subtract along, such as a
+        shown group's count of patients with an unknown label. A cell may not
+        be both ``unprotected`` and ``published`` or ``implied``.
     hidden_with : mapping, optional
         For a cell, the cells to suppress whenever it is suppressed, such as
         the intersection groups that contain a hidden group.
@@ -122,6 +129,12 @@ def suppress_complementary(
     Suppression
         The cells to suppress and the sums that no suppression can fix.
 
+    Raises
+    ------
+    ValueError
+        When a sum or ``revealed_by`` names a cell without a count, or a cell
+        is both ``unprotected`` and ``published`` or ``implied``.
+
     Examples
     --------
     Hiding the 4 alone would leave it as 100 minus 60 minus 36:
@@ -131,7 +144,9 @@ def suppress_complementary(
     >>> sorted(result.hidden)
     ['female', 'other']
     """
-    ledger = _Ledger(counts, sums, int(minimum), published, implied, hidden_with or {}, spare, revealed_by or {}, prefer_shared)
+    ledger = _Ledger(
+        counts, sums, int(minimum), published, implied, unprotected, hidden_with or {}, spare, revealed_by or {}, prefer_shared
+    )
     return ledger.protect()
 
 
@@ -145,6 +160,7 @@ class _Ledger:
         minimum: int,
         published: Iterable[Cell],
         implied: Iterable[Cell],
+        unprotected: Iterable[Cell],
         hidden_with: Mapping[Cell, Iterable[Cell]],
         spare: Iterable[Cell],
         revealed_by: Mapping[Cell, Cell],
@@ -155,6 +171,13 @@ class _Ledger:
         self.minimum = minimum
         self.published = set(published)
         self.implied = set(implied)
+        self.unprotected = set(unprotected)
+        overlap = self.unprotected & (self.published | self.implied)
+        if overlap:
+            raise ValueError(
+                f"Cells are both unprotected and published or implied: {sorted(map(str, overlap))[:5]}. "
+                "Pass each cell in one of published, implied and unprotected."
+            )
         self.hidden_with = {cell: tuple(others) for cell, others in hidden_with.items()}
         self.spare = set(spare)
         self.revealed_by = dict(revealed_by)
@@ -175,7 +198,7 @@ class _Ledger:
         self.hidden: set[Cell] = set()
 
     def is_printable(self, cell: Cell) -> bool:
-        return cell not in self.published and cell not in self.implied
+        return cell not in self.published and cell not in self.implied and cell not in self.unprotected
 
     def is_in_print(self, cell: Cell) -> bool:
         """Return whether a reader sees the count of ``cell`` without subtracting."""
@@ -317,7 +340,9 @@ class _Ledger:
             if total in known:
                 unknown = [member for member in members if member not in known]
                 remainder = known[total] - sum(known[member] for member in members if member in known)
-                revealing = bool(unknown) and 0 < remainder < self.minimum
+                # Unknown members that are all unprotected may add up to anything.
+                protectable = any(member not in self.unprotected for member in unknown)
+                revealing = protectable and 0 < remainder < self.minimum
             if not revealing:
                 revealing = any(source.get(cell) == index and self.is_protected(cell) for cell in cells)
             if revealing:

@@ -45,9 +45,16 @@ Suppression repeats until no suppressed count, and no implied count from 1
 to ``minimum - 1`` (such as the patients of the groups left out in one row),
 can be worked out from these sums. The reader is assumed to use one sum at a
 time, reusing what earlier sums revealed. Suppression also goes on while a
-sum leaves its hidden counts adding up to 1 to ``minimum - 1``. A larger
-count that the fairness audit suppresses only as a partner may be printed
-here when no small count then follows.
+sum leaves its hidden counts adding up to 1 to ``minimum - 1``, unless all
+of them are unprotected. A larger count that the fairness audit suppresses
+only as a partner may be printed here when no small count then follows.
+
+The count of patients with an unknown label in a group that the fairness
+audit shows, an intersection group included, is never printed but not
+protected either, as in :func:`hivcomorb.audit.groups.hidden_sizes`: it
+records what the data lack, not the patients' health. The unknown counts of
+the groups left out and of the whole cohort stay protected, and so do the
+recorded and not recorded counts.
 
 :func:`hivcomorb.disclosure.suppress_complementary` chooses each new
 suppressed count from the sum that gave something away, or from the sums it
@@ -141,6 +148,8 @@ class _CellLedger:
         # A known-label total is printed in effect whenever the recorded count
         # of its column is printed with a percentage of known.
         self.revealed_by: dict[Key, Key] = {}
+        # Implied cells that a reader may work out whatever their count.
+        self.unprotected: set[Key] = set()
         self.hidden: frozenset[Key] = frozenset()
 
     def add(self, key: Key, value: int, kind: int) -> None:
@@ -168,7 +177,8 @@ class _CellLedger:
             self.lines,
             self.minimum,
             published=[key for key, kind in self.kinds.items() if kind == FIXED],
-            implied=[key for key, kind in self.kinds.items() if kind == IMPLIED],
+            implied=[key for key, kind in self.kinds.items() if kind == IMPLIED and key not in self.unprotected],
+            unprotected=[key for key, kind in self.kinds.items() if kind == IMPLIED and key in self.unprotected],
             revealed_by=self.revealed_by,
             prefer_shared=True,
         )
@@ -376,7 +386,8 @@ def _register_fairness_counts(
     never suppresses these counts. The suppressed groups and n's, the
     patients of each group whose label is unknown, and the intersection
     groups' counts are registered as implied, so that a reader may subtract
-    along every sum of either output.
+    along every sum of either output. A shown group's count of patients with
+    an unknown label is unprotected.
     """
     frame = plans_frame(plans)
     inside = intersection_sums(frame)
@@ -393,7 +404,7 @@ def _register_fairness_counts(
         known_part: Part = ((label, LABEL_KNOWN),)
         unknown_part: Part = ((label, LABEL_UNKNOWN),)
         _register_group_layer(ledger, plans, frame, inside, known, known_part, shown - hidden)
-        _register_group_layer(ledger, plans, frame, inside, ~known, unknown_part, set())
+        _register_group_layer(ledger, plans, frame, inside, ~known, unknown_part, set(), unprotected=shown)
         ledger.add_line(_cell_key(), [_cell_key(known_part), _cell_key(unknown_part)])
         for attribute, plan in plans.items():
             for group in _value_counts(frame[attribute]):
@@ -409,13 +420,15 @@ def _register_group_layer(
     rows: np.ndarray,
     extra: Part,
     printed: Collection[tuple[str, str]],
+    unprotected: Collection[tuple[str, str]] = (),
 ) -> None:
     """Register the count of ``rows`` in every group of every attribute, in the cells narrowed by ``extra``, with their sums.
 
     The count of a group in ``printed``, as ``(attribute, group)``, is
-    printed and the others are implied. The all-patients count of ``rows``
-    is printed only when ``extra`` is empty, as the cohort size. The number
-    of patients with a known label is printed only through Table 1's own
+    printed and the others are implied. An implied count of a group in
+    ``unprotected`` is not protected. The all-patients count of ``rows`` is
+    printed only when ``extra`` is empty, as the cohort size. The number of
+    patients with a known label is printed only through Table 1's own
     percentages of known.
     """
     total = _cell_key(extra)
@@ -426,6 +439,8 @@ def _register_group_layer(
         for group in _value_counts(frame[attribute]):
             key = _cell_key(_group_part(plan, group), extra)
             ledger.add(key, counts.get(group, 0), FIXED if (attribute, group) in printed else IMPLIED)
+            if (attribute, group) in unprotected:
+                ledger.unprotected.add(key)
             members.append(key)
         ledger.add_line(total, members)
     for (part, group), members in inside:

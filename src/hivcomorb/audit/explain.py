@@ -147,7 +147,8 @@ def group_attributions(
     sample size, from other groups' or from the group's size would give away
     a count of fewer than ``minimum`` patients, such as the sampled patients
     of the groups left out. The sampled patients are treated as the included
-    patients of :func:`hivcomorb.audit.groups.hidden_sizes`.
+    patients of :func:`hivcomorb.audit.groups.hidden_sizes`, so a shown
+    group's count of patients outside the sample is not protected.
     """
     result: dict[str, Any] = {}
     if not plans:

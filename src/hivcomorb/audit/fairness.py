@@ -7,8 +7,9 @@ metrics, their difference from and ratio to the reference group, 95%
 bootstrap intervals, and a traffic light on the difference.
 
 Each group's n, its patients with a known label and a prediction, is
-suppressed where subtraction would give away a small count, jointly over
-every attribute (see :func:`hivcomorb.audit.groups.hidden_sizes`). The
+suppressed where subtraction would give away a small protected count,
+jointly over every attribute (see :func:`hivcomorb.audit.groups.hidden_sizes`).
+A shown group's count of patients left out is not protected. The
 estimates of a group with a suppressed n are withheld, and only their
 intervals kept, rounded, because a group's rates share its n as
 denominator and can give it back.

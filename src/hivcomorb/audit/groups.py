@@ -286,9 +286,17 @@ def hidden_sizes(
       size is the included patients plus those left out.
 
     An n from 1 to ``minimum - 1`` is suppressed, and partners with it, so
-    that no suppressed n and no count from 1 to ``minimum - 1`` of patients
-    left out, or of a suppressed group, can be worked out. The reference
-    group's n is a partner only when a sum offers no other.
+    that no suppressed n can be worked out, and no count from 1 to
+    ``minimum - 1`` of a suppressed group's patients, included or left out,
+    or of the cohort's patients left out. The reference group's n is a
+    partner only when a sum offers no other.
+
+    A shown group's count of patients left out is not protected, and a
+    reader may work it out as the group's size minus its n. It records what
+    the data lack, such as a label nobody recorded, and says nothing about
+    the patients' health. Protecting it would suppress the n, and withhold
+    the estimates, of every shown group with 1 to ``minimum - 1`` patients
+    left out.
 
     Parameters
     ----------
@@ -313,7 +321,7 @@ def hidden_sizes(
     counts: dict[tuple[Any, Any, Any], int] = {cohort: len(frame), total: int(included.sum())}
     counts[left_out] = counts[cohort] - counts[total]
     own_sums, layer_sums = [], []
-    published, implied = [cohort, total], [left_out]
+    published, implied, unprotected = [cohort, total], [left_out], []
     spare = []
     for attribute, plan in plans.items():
         sizes = _group_counts(frame[attribute])
@@ -324,13 +332,11 @@ def hidden_sizes(
             counts["n", attribute, group] = n
             counts["left out", attribute, group] = size - n
             own_sums.append((("size", attribute, group), (("n", attribute, group), ("left out", attribute, group))))
-            # TODO: decide whether a shown group's count of patients with an unknown label needs protecting.
-            # Protecting it suppresses most n's of the demo audit and withholds those groups' estimates.
-            implied.append(("left out", attribute, group))
             if plan.is_reportable(group):
                 published.append(("size", attribute, group))
+                unprotected.append(("left out", attribute, group))
             else:
-                implied += [("size", attribute, group), ("n", attribute, group)]
+                implied += [("size", attribute, group), ("n", attribute, group), ("left out", attribute, group)]
         for layer_total in (cohort, total, left_out):
             layer_sums.append((layer_total, tuple((layer_total[0], attribute, group) for group in sizes)))
         if plan.reference is not None:
@@ -339,9 +345,11 @@ def hidden_sizes(
     for (part, group), members in inside:
         for layer in ("size", "n", "left out"):
             layer_sums.append(((layer, part, group), tuple((layer, *member) for member in members)))
-    # Each group's own sum comes first, so that an n giving away its group's
-    # patients left out is suppressed before partners are chosen for the totals.
-    result = suppress_complementary(counts, own_sums + layer_sums, minimum, published=published, implied=implied, spare=spare)
+    # Each group's own sum comes first, so that a suppressed group's sum gets
+    # its partner before the totals' sums of the same depth do.
+    result = suppress_complementary(
+        counts, own_sums + layer_sums, minimum, published=published, implied=implied, unprotected=unprotected, spare=spare
+    )
     if result.unresolved:
         # Such a sum relies only on published counts, as when the whole
         # cohort has 1 to ``minimum - 1`` patients left out.

@@ -101,7 +101,8 @@ def explanation_section(audit: Mapping[str, Any], folder: Path, run_id: str | No
             "over patients ranks columns globally. Indicator columns of a category are summed into the category "
             "column. Permutation importance, the fall in AUROC when a column is shuffled, is shown beside it; both "
             "are measured on a sample of the cohort that the final model was trained on, so they describe what the "
-            "model relies on, not how well it generalises."
+            "model relies on, not how well it generalises. A group's patients in the sample read 'suppressed' by "
+            "the same rule as the n of the fairness audit, with the patients outside the sample as those left out."
         )
     ]
     for setting, result in explanations.items():
@@ -193,8 +194,12 @@ def fairness_section(audit: Mapping[str, Any], folder: Path, run_id: str | None)
             "computed for the group (for example AUROC with one class present); 'suppressed' means it rests on fewer "
             "patients than the disclosure minimum. The n of a group, its patients with a known label and a prediction, "
             "reads 'suppressed' when subtracting it from the group's size or from the total would give away a count "
-            "of fewer patients than the minimum. Such a group's estimates, and every difference from a reference "
-            "group whose n is suppressed, read 'withheld' with only the interval, rounded to 2 decimals, because "
+            "of fewer patients than the minimum, such as another suppressed n or a count within a suppressed group. "
+            "A shown group's size minus its n, the patients left out for an unknown label or a missing prediction, "
+            "is not protected and may be worked out whatever it is, because it records what the data lack and "
+            "nothing about the patients' health. The estimates of a group whose n is suppressed, and every "
+            "difference from a reference group whose n is suppressed, read 'withheld' with only the interval, "
+            "rounded to 2 decimals, because "
             "rates that share one n can give it back. A difference in selection rate partly reflects a real difference "
             "in how common the comorbidity is between groups; differences in sensitivity, false-positive rate, PPV "
             "and calibration are errors that the model makes unequally."
