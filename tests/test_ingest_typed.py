@@ -42,6 +42,13 @@ def _ingest_both(frame: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> tuple:
     return fast, slow
 
 
+def _with_cell(frame: pl.DataFrame, column: str, row: int, text: str) -> pl.DataFrame:
+    """Return ``frame`` with the text cell at ``row`` of ``column`` replaced by ``text``."""
+    cells = frame[column].to_list()
+    cells[row] = text
+    return frame.with_columns(pl.Series(column, cells, dtype=pl.String))
+
+
 def _assert_same(fast, slow) -> None:
     pd.testing.assert_frame_equal(fast.cohort, slow.cohort)
     pd.testing.assert_frame_equal(fast.quarantine, slow.quarantine)
@@ -87,9 +94,7 @@ def test_defect_goes_to_column_parse(
 
 @pytest.mark.parametrize("flag", [" <", "<=", "less", "", "?"])
 def test_uncanonical_flag_goes_to_column_parse(typed_extract: pl.DataFrame, monkeypatch: pytest.MonkeyPatch, flag: str) -> None:
-    flags = typed_extract["viral_load_censored"].to_list()
-    flags[1] = flag
-    frame = typed_extract.with_columns(pl.Series("viral_load_censored", flags, dtype=pl.String))
+    frame = _with_cell(typed_extract, "viral_load_censored", 1, flag)
     assert "viral_load" not in _clean_columns(frame)
     fast, slow = _ingest_both(frame, monkeypatch)
     _assert_same(fast, slow)
@@ -174,9 +179,7 @@ def test_clean_text_takes_one_query(text_extract: pl.DataFrame, monkeypatch: pyt
 
 @pytest.mark.parametrize("cell", ["NA", "", " 12.5", "12,5", "<5", "12 g/L", "inf", "nan", "abc", "1e400"])
 def test_text_cell_goes_to_column_parse(text_extract: pl.DataFrame, monkeypatch: pytest.MonkeyPatch, cell: str) -> None:
-    cells = text_extract["haemoglobin"].to_list()
-    cells[4] = cell
-    frame = text_extract.with_columns(pl.Series("haemoglobin", cells, dtype=pl.String))
+    frame = _with_cell(text_extract, "haemoglobin", 4, cell)
     assert "haemoglobin" not in _clean_columns(frame)
     fast, slow = _ingest_both(frame, monkeypatch)
     _assert_same(fast, slow)

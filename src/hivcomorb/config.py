@@ -113,3 +113,8 @@ def share_or_none(value: Any, setting: str) -> float | None:
     if not 0.0 <= share <= 1.0:
         raise ConfigError(invalid)
     return share
+
+
+def exceeds_share(part: int, whole: int, share: float | None) -> bool:
+    """Return whether ``part`` is more than ``share`` of ``whole``; never when ``share`` is None (no limit)."""
+    return share is not None and part > share * whole

@@ -474,7 +474,7 @@ def _parse_number_column(
         )
         without_value = int((flags.is_not_null() & frame["value"].is_null() & frame["error"].is_null()).sum())
         if without_value:
-            notes["flags_without_value"] = without_value
+            notes["censor_flags_without_value"] = without_value
             logger.warning(
                 "Column %s: %d censoring flags in %r have no value beside them and were ignored; the rows were kept "
                 "with the lab missing",
@@ -804,8 +804,8 @@ def _summarise(
             suspected.append(outcome.notes["suspected_unit"])
         if "ambiguous_commas" in outcome.notes:
             ambiguous[column.name] = outcome.notes["ambiguous_commas"]
-        if "flags_without_value" in outcome.notes:
-            flags_without_value[column.name] = outcome.notes["flags_without_value"]
+        if "censor_flags_without_value" in outcome.notes:
+            flags_without_value[column.name] = outcome.notes["censor_flags_without_value"]
         if column.dtype not in ("number", "integer"):
             continue
         values = outcome.values.filter(kept).cast(pl.Float64)

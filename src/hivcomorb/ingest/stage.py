@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hivcomorb import __version__, htmlkit
-from hivcomorb.config import deep_merge, nested_get, share_or_none
+from hivcomorb.config import deep_merge, exceeds_share, nested_get, share_or_none
 from hivcomorb.context import RunContext, mapping_site
 from hivcomorb.contract import Contract, load_contract
 from hivcomorb.errors import EXIT_TOO_MANY_QUARANTINED, DataNotFoundError, ExtractError
@@ -110,7 +110,7 @@ def quarantine_limit(options: Mapping[str, Any]) -> float | None:
 
 def too_many_quarantined(summary: Mapping[str, Any], limit: float | None) -> bool:
     """Return whether more than ``limit`` of the rows read were quarantined (False when ``limit`` is None)."""
-    return limit is not None and summary["rows_quarantined"] > limit * summary["rows_read"]
+    return exceeds_share(summary["rows_quarantined"], summary["rows_read"], limit)
 
 
 def quarantine_limit_message(summary: Mapping[str, Any], limit: float, quarantine_path: Path) -> str:

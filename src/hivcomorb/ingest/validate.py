@@ -352,6 +352,12 @@ def deciding_rows(cohort: pl.DataFrame, suite: Mapping[str, Any]) -> np.ndarray:
     return np.flatnonzero(keep).astype(np.int64)
 
 
+def deciding_frame(cohort: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """Return the rows of the pandas ``cohort`` that decide each expectation of its suite (:func:`deciding_rows`)."""
+    positions = deciding_rows(pl.from_pandas(cohort), build_suite(contract, columns=cohort.columns))
+    return cohort.iloc[positions].reset_index(drop=True)
+
+
 def all_rows_counts(cohort: pl.DataFrame, suite: Mapping[str, Any]) -> dict[tuple[str, str | None], dict[str, int]]:
     """Count with polars, over every row of ``cohort``, what Great Expectations reports per expectation.
 
@@ -454,9 +460,7 @@ class CompactCohort:
         if len(rows) == 0:
             return
         combined = rows if self.rows is None else pd.concat([self.rows, rows], ignore_index=True)
-        suite = build_suite(self.contract, columns=combined.columns)
-        positions = deciding_rows(pl.from_pandas(combined), suite)
-        self.rows = combined.iloc[positions].reset_index(drop=True)
+        self.rows = deciding_frame(combined, self.contract)
 
     def validate(self) -> dict[str, Any]:
         """Validate the deciding rows with Great Expectations; see :func:`validate_cohort` for the result.

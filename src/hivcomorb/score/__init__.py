@@ -52,11 +52,10 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
-import polars as pl
 import pyarrow as pa
 from threadpoolctl import threadpool_limits
 
-from hivcomorb.config import nested_get, share_or_none
+from hivcomorb.config import exceeds_share, nested_get, share_or_none
 from hivcomorb.contract import Contract
 from hivcomorb.context import RunContext
 from hivcomorb.disclosure import min_group_size
@@ -262,13 +261,11 @@ def _deciding_rows_without(result: Any, duplicated_ids: set[str], contract: Cont
     repeated = cohort[contract.id_column].isin(duplicated_ids).to_numpy()
     if not repeated.any():
         return result.deciding_rows, len(cohort)
-    from hivcomorb.ingest.validate import deciding_rows
-    from hivcomorb.schema import build_suite
+    from hivcomorb.ingest.validate import deciding_frame
 
     # The rows that decide each expectation are found again without the repeated ones.
     kept = cohort[~repeated].reset_index(drop=True)
-    positions = deciding_rows(pl.from_pandas(kept), build_suite(contract, columns=kept.columns))
-    return kept.iloc[positions].reset_index(drop=True), len(kept)
+    return deciding_frame(kept, contract), len(kept)
 
 
 class _SameThreadExecutor(Executor):
@@ -523,8 +520,7 @@ def score_extract(
                     {key: entry[key] for key in ("column", "declared_unit", "suspected_unit", "chunks")} for entry in suspected_units.values()
                 ],
                 "max_quarantined_share": options.max_quarantined_share,
-                "too_many_quarantined": options.max_quarantined_share is not None
-                and counts.rows_quarantined > options.max_quarantined_share * counts.rows_read,
+                "too_many_quarantined": exceeds_share(counts.rows_quarantined, counts.rows_read, options.max_quarantined_share),
             }
             if result_data["empty_labs"]:
                 logger.warning(
