@@ -169,6 +169,7 @@ class _Ledger:
         self.counts = {cell: int(count) for cell, count in counts.items()}
         self.sums: list[Sum] = list(dict.fromkeys((total, tuple(members)) for total, members in sums))
         self.minimum = minimum
+
         self.published = set(published)
         self.implied = set(implied)
         self.unprotected = set(unprotected)
@@ -182,6 +183,7 @@ class _Ledger:
         self.spare = set(spare)
         self.revealed_by = dict(revealed_by)
         self.prefer_shared = prefer_shared
+
         named = {cell for total, members in self.sums for cell in (total, *members)}
         named |= set(self.revealed_by) | set(self.revealed_by.values())
         missing = named - set(self.counts)
@@ -190,6 +192,7 @@ class _Ledger:
                 f"Sums or revealed_by name cells without a count: {sorted(map(str, missing))[:5]}. "
                 "Give every cell they name a count."
             )
+
         self.sums_of: dict[Cell, list[int]] = {}
         for index, (total, members) in enumerate(self.sums):
             for cell in (total, *members):

@@ -159,14 +159,13 @@ def withhold_estimates(cell: Mapping[str, Any], withhold_value: bool) -> dict[st
     """Return a metric cell without the estimates that would give a suppressed n away.
 
     A rate such as the selection rate is a fraction over the group's n. At
-    full precision the rates of one group often fit a single n. Rounded to
-    2 decimals, the selection rate, sensitivity, false-positive rate and PPV
-    of a group of 15 to 120 patients still fit only one of the 10 n's below
-    its size in about a third of random cases (27 of 80 simulated groups).
-    The difference from the
-    reference and the ratio to it give the group's value back when the
-    reference's value is printed, and the reference's value when the
-    group's is. So the estimates go, and the intervals stay, rounded to
+    full precision the rates of one group often fit a single n. Rounding
+    does not fix that. Take a group of 15 to 120 patients and its selection
+    rate, sensitivity, false-positive rate and PPV, rounded to 2 decimals.
+    In 27 of 80 simulated groups those rates fitted only one of the 10 n's
+    below the group's size. The difference from the reference and the
+    ratio to it give the group's value back when the reference's value is
+    printed, and the reference's value when the group's is. So the estimates go, and the intervals stay, rounded to
     :data:`WITHHELD_DIGITS` decimals, with the flag. Only a cell with status
     'ok' changes, and with ``withhold_value`` its status becomes 'withheld'.
 

@@ -285,9 +285,9 @@ def hidden_sizes(
     * a group's size is its n plus its patients left out, and the cohort
       size is the included patients plus those left out.
 
-    An n from 1 to ``minimum - 1`` is suppressed, and partners with it, so
-    that no suppressed n can be worked out, and no count from 1 to
-    ``minimum - 1`` of a suppressed group's patients, included or left out,
+    An n from 1 to ``minimum - 1`` is suppressed, and partners with it. After
+    that no suppressed n can be worked out. Nor can a count from 1 to
+    ``minimum - 1`` of a suppressed group's patients (included or left out)
     or of the cohort's patients left out. The reference group's n is a
     partner only when a sum offers no other.
 
